@@ -1,0 +1,144 @@
+"""Group-contribution features: counts of atom-centred groups in a molecule.
+
+A group is one heavy atom's type -- element (lower case if aromatic) and total degree
+(bonded neighbours, hydrogens included) -- followed by the sorted list of its bonds to heavy
+neighbours, each written as the bond symbol and the neighbour's type. Examples::
+
+    ethane CC      -> 2 x 'C4(-C4)'
+    ethanol CCO    -> 'C4(-C4)', 'C4(-C4,-O2)', 'O2(-C4)'
+    benzene        -> 6 x 'c3(:c3,:c3)'
+
+Groups not seen during ``fit`` are counted in an explicit ``other`` feature. Optionally (on by
+default) the featurizer also counts the bare atom types (``atom:C4``, ...), a coarser level that
+keeps an estimate for molecules whose groups were never seen in training.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+from rdkit import Chem
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from moldesign.chem import InvalidMoleculeError, parse_smiles
+
+logger = logging.getLogger(__name__)
+
+OTHER = 'other'
+"""Name of the feature that counts groups outside the vocabulary"""
+
+_BOND_SYMBOLS = {
+    Chem.BondType.SINGLE: '-',
+    Chem.BondType.DOUBLE: '=',
+    Chem.BondType.TRIPLE: '#',
+    Chem.BondType.AROMATIC: ':',
+}
+
+
+def atom_type(atom: Chem.Atom) -> str:
+    """Type of an atom: element (lower case if aromatic) and total degree, hydrogens included
+
+    Args:
+        atom: Atom of a sanitised molecule
+    Returns:
+        Type label, e.g. ``C4`` for an sp3 carbon, ``c3`` for an aromatic CH
+    """
+    symbol = atom.GetSymbol()
+    if atom.GetIsAromatic():
+        symbol = symbol.lower()
+    return f'{symbol}{atom.GetTotalDegree()}'
+
+
+def count_groups(mol: Chem.Mol) -> Counter:
+    """Count the atom-centred groups of a molecule
+
+    Args:
+        mol: Sanitised RDKit molecule, hydrogens implicit
+    Returns:
+        Map of group label to count
+    """
+    types = [atom_type(a) for a in mol.GetAtoms()]
+    neighbours: List[List[str]] = [[] for _ in types]
+    for bond in mol.GetBonds():
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        symbol = _BOND_SYMBOLS.get(bond.GetBondType(), '~')
+        neighbours[i].append(symbol + types[j])
+        neighbours[j].append(symbol + types[i])
+    return Counter(f'{t}({",".join(sorted(n))})' for t, n in zip(types, neighbours))
+
+
+def _to_mol(smiles: str) -> Chem.Mol:
+    try:
+        return parse_smiles(smiles)
+    except InvalidMoleculeError:
+        raise
+    except Exception as exc:  # e.g. a non-string
+        raise InvalidMoleculeError(f'Invalid SMILES {smiles!r}: {exc}') from None
+
+
+class GroupCountFeaturizer(BaseEstimator, TransformerMixin):
+    """Count atom-centred groups (see the module docstring) in molecules given as SMILES
+
+    Args:
+        atom_types: Also count bare atom types (``atom:<type>``), a fallback level for unseen groups
+        min_count: Groups seen in fewer training molecules than this go to ``other``
+
+    Attributes:
+        vocabulary_: Map of group label to column index, learned by ``fit``
+    """
+
+    def __init__(self, atom_types: bool = True, min_count: int = 1):
+        self.atom_types = atom_types
+        self.min_count = min_count
+
+    def _count(self, smiles: str) -> Counter:
+        mol = _to_mol(smiles)
+        counts = count_groups(mol)
+        if self.atom_types:
+            counts.update('atom:' + atom_type(a) for a in mol.GetAtoms())
+        return counts
+
+    def fit(self, X: Sequence[str], y: Optional[Iterable] = None) -> 'GroupCountFeaturizer':
+        """Learn the vocabulary of groups
+
+        Args:
+            X: SMILES strings
+            y: Ignored
+        Returns:
+            self
+        """
+        seen: Counter = Counter()
+        for smiles in X:
+            seen.update(set(self._count(smiles)))
+        labels = sorted(g for g, c in seen.items() if c >= self.min_count or g.startswith('atom:'))
+        self.vocabulary_: Dict[str, int] = {g: i for i, g in enumerate(labels)}
+        self.vocabulary_[OTHER] = len(labels)
+        return self
+
+    def transform(self, X: Sequence[str]) -> np.ndarray:
+        """Count the groups of each molecule
+
+        Args:
+            X: SMILES strings
+        Returns:
+            Array (n_molecules, n_features) of counts; groups outside the vocabulary add to ``other``
+        """
+        if not hasattr(self, 'vocabulary_'):
+            raise ValueError('GroupCountFeaturizer is not fitted: call fit first')
+        if isinstance(X, str):
+            raise ValueError('Expected a list of SMILES strings, got a single string')
+        vocab = self.vocabulary_
+        other = vocab[OTHER]
+        output = np.zeros((len(X), len(vocab)))
+        for row, smiles in enumerate(X):
+            for group, count in self._count(smiles).items():
+                output[row, vocab.get(group, other)] += count
+        return output
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the features, in column order"""
+        if not hasattr(self, 'vocabulary_'):
+            raise ValueError('GroupCountFeaturizer is not fitted: call fit first')
+        return np.array(sorted(self.vocabulary_, key=self.vocabulary_.get), dtype=object)
