@@ -1,0 +1,132 @@
+"""3D structures of molecules from their SMILES: RDKit ETKDG conformers, best by MMFF energy.
+
+A single ETKDG conformer sometimes embeds a strained isomer (e.g. ``C1C2OCC=CC12`` 38 kcal/mol
+above its best conformer), so several seeded conformers are embedded, each relaxed with MMFF94,
+and the one of lowest MMFF energy is kept.
+"""
+from __future__ import annotations
+
+import logging
+from typing import List, Tuple
+
+import numpy as np
+import qcelemental as qcel
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from moldesign.chem import parse_smiles
+from moldesign.simulate.base import QCFailure
+
+logger = logging.getLogger(__name__)
+
+N_CONFORMERS = 10
+"""Default number of ETKDG conformers embedded per molecule"""
+
+
+def generate_conformer(smiles: str, n_conformers: int = N_CONFORMERS, seed: int = 1,
+                       mmff_steps: int = 500) -> Tuple[List[str], np.ndarray]:
+    """Embed a molecule in 3D and keep its lowest-energy (MMFF94) conformer
+
+    Args:
+        smiles: SMILES string
+        n_conformers: Number of ETKDG conformers to embed
+        seed: Random seed of the embedding (same seed, same geometry)
+        mmff_steps: Largest number of MMFF relaxation steps per conformer
+    Returns:
+        - Element symbols, hydrogens included
+        - Coordinates (Angstrom), shape (n_atoms, 3)
+    Raises:
+        QCFailure: if RDKit cannot embed the molecule in 3D
+    """
+    mol = Chem.AddHs(parse_smiles(smiles))
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    params.numThreads = 1
+    conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
+    if not conf_ids:  # Retry with random coordinates, which helps cages and small rings
+        params.useRandomCoords = True
+        conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
+    if not conf_ids:
+        raise QCFailure(f'{smiles}: RDKit could not embed the molecule in 3D')
+
+    # Relax each conformer with MMFF (UFF if MMFF has no parameters) and keep the lowest energy
+    if AllChem.MMFFHasAllMoleculeParams(mol):
+        results = AllChem.MMFFOptimizeMoleculeConfs(mol, numThreads=1, maxIters=mmff_steps)
+    else:
+        results = AllChem.UFFOptimizeMoleculeConfs(mol, numThreads=1, maxIters=mmff_steps)
+    energies = [e for _, e in results]
+    best = conf_ids[int(np.argmin(energies))]
+    symbols = [a.GetSymbol() for a in mol.GetAtoms()]
+    coords = np.array(mol.GetConformer(best).GetPositions(), dtype=float)
+    return symbols, coords
+
+
+def to_xyz(symbols: List[str], coords: np.ndarray, comment: str = '') -> str:
+    """Write a geometry as the text of an XYZ file
+
+    Args:
+        symbols: Element symbols
+        coords: Coordinates (Angstrom)
+        comment: Text of the comment (second) line
+    Returns:
+        XYZ-file text
+    """
+    lines = [str(len(symbols)), comment.replace('\n', ' ')]
+    lines += [f'{s:<2s} {x:14.8f} {y:14.8f} {z:14.8f}' for s, (x, y, z) in zip(symbols, coords)]
+    return '\n'.join(lines) + '\n'
+
+
+def from_xyz(xyz: str) -> Tuple[List[str], np.ndarray]:
+    """Read the text of an XYZ file
+
+    Args:
+        xyz: XYZ-file text
+    Returns:
+        - Element symbols
+        - Coordinates (Angstrom)
+    """
+    lines = xyz.strip('\n').splitlines()
+    n = int(lines[0])
+    symbols, coords = [], []
+    for line in lines[2:2 + n]:
+        s, x, y, z = line.split()[:4]
+        symbols.append(s)
+        coords.append([float(x), float(y), float(z)])
+    return symbols, np.array(coords, dtype=float)
+
+
+def to_qcel(symbols: List[str], coords: np.ndarray, multiplicity: int = 1) -> qcel.models.Molecule:
+    """Make a neutral QCSchema molecule from symbols and coordinates
+
+    Args:
+        symbols: Element symbols
+        coords: Coordinates (Angstrom)
+        multiplicity: Spin multiplicity
+    Returns:
+        Molecule (geometry in Bohr, as QCSchema requires)
+    """
+    geometry = np.asarray(coords, dtype=float).reshape(-1, 3) / qcel.constants.bohr2angstroms
+    return qcel.models.Molecule(symbols=list(symbols), geometry=geometry, molecular_charge=0,
+                                molecular_multiplicity=multiplicity, fix_com=True, fix_orientation=True,
+                                fix_symmetry='c1')
+
+
+def qcel_to_xyz(molecule: qcel.models.Molecule, comment: str = '') -> str:
+    """Write a QCSchema molecule as XYZ-file text (Angstrom)"""
+    return to_xyz(list(molecule.symbols), np.asarray(molecule.geometry) * qcel.constants.bohr2angstroms, comment)
+
+
+def smiles_to_molecule(smiles: str, n_conformers: int = N_CONFORMERS, seed: int = 1) -> qcel.models.Molecule:
+    """Generate a 3D QCSchema molecule (lowest-MMFF-energy ETKDG conformer) from a SMILES string
+
+    Args:
+        smiles: SMILES string
+        n_conformers: Number of ETKDG conformers to embed
+        seed: Random seed of the embedding
+    Returns:
+        Neutral singlet molecule
+    Raises:
+        QCFailure: if RDKit cannot embed the molecule in 3D
+    """
+    symbols, coords = generate_conformer(smiles, n_conformers, seed)
+    return to_qcel(symbols, coords)
