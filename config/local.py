@@ -1,0 +1,52 @@
+"""Local machine (laptop, workstation, CI): two HighThroughputExecutors on the loopback interface.
+
+- ``qc``: one worker per available core but one (at least one), each single-threaded (OMP_NUM_THREADS=1).
+- ``ml``: one worker (MolDQN and screening), also single-threaded so it does not steal QC cores.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.providers import LocalProvider
+
+# Environment of every worker: one thread per worker (QC codes and TensorFlow honour these)
+WORKER_INIT = ('export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 '
+               'TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2')
+
+
+def default_qc_workers() -> int:
+    """One QC worker per available core, keeping one core for the thinker and the ML worker"""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 2)
+    return max(1, cores - 1)
+
+
+def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
+    """Build the Parsl configuration
+
+    Args:
+        run_dir: Run directory (Parsl writes its logs to ``run_dir/parsl``)
+        qc_workers: Number of QC workers
+        ml_workers: Number of ML workers
+    Returns:
+        Parsl configuration with executors ``qc`` and ``ml``
+    """
+    def _executor(label: str, workers: int) -> HighThroughputExecutor:
+        return HighThroughputExecutor(
+            label=label,
+            address='127.0.0.1',
+            max_workers_per_node=workers,
+            cores_per_worker=1e-6,  # Count workers, not cores: the ML worker shares the machine with QC
+            heartbeat_period=10,
+            heartbeat_threshold=60,
+            provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, worker_init=WORKER_INIT),
+        )
+
+    return Config(
+        executors=[_executor('qc', qc_workers), _executor('ml', ml_workers)],
+        run_dir=str(Path(run_dir) / 'parsl'),
+        retries=1,  # Re-run a task once if its worker died (failed QC is returned by Colmena, not retried)
+        strategy='none',
+    )
