@@ -144,8 +144,10 @@ def compute_energy(molecule: qcel.models.Molecule, spec: QCSpec, relax: bool) ->
                 converged, mol_eq = geometric_solver.kernel(mf, maxsteps=max_steps, callback=_callback,
                                                             assert_convergence=True, logIni=log_ini)
             except RuntimeError as exc:
-                raise QCFailure(f'PySCF {spec.method}/{spec.basis} relaxation failed: '
-                                f'{str(exc).strip().splitlines()[0]}') from None
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if 'not converged' in message:
+                    message = f'SCF did not converge in {mf.max_cycle} cycles during the relaxation'
+                raise QCFailure(f'PySCF {spec.method}/{spec.basis} relaxation failed: {message}') from None
             finally:
                 for handler in root.handlers[:]:
                     root.removeHandler(handler)

@@ -1,0 +1,235 @@
+"""Tests of the QC tasks (moldesign.simulate): real GFN2-xTB (tblite) and PySCF computations"""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from moldesign.chem import InvalidMoleculeError
+from moldesign.simulate import (HARTREE_TO_KCAL_MOL, SPIN_MULTIPLICITY, AtomizationRecord, QCFailure,
+                                compute_atomization_energy, compute_reference_energy, get_spec)
+from moldesign.simulate import pyscf as pyscf_backend
+from moldesign.simulate import xtb as xtb_backend
+from moldesign.simulate.embed import from_xyz, generate_conformer, smiles_to_molecule, to_qcel
+
+ELEMENTS = ('H', 'C', 'N', 'O', 'F')
+
+# GFN2-xTB energies of the isolated atoms without spin polarisation (xtb 6.x values, Hartree)
+GFN2_ATOMS_UNPOLARISED = {'H': -0.393482763936, 'C': -1.793296371365, 'N': -2.605824161279,
+                          'O': -3.767606950376, 'F': -4.619339964238}
+
+
+@pytest.fixture(scope='module')
+def xtb_spec():
+    return get_spec('xtb')
+
+
+@pytest.fixture(scope='module')
+def xtb_refs(xtb_spec):
+    return {e: compute_reference_energy(e, xtb_spec) for e in ELEMENTS}
+
+
+@pytest.fixture(scope='module')
+def hf_spec():
+    return get_spec('pyscf/hf/sto-3g')
+
+
+@pytest.fixture(scope='module')
+def hf_refs(hf_spec):
+    return {e: compute_reference_energy(e, hf_spec) for e in ('H', 'C', 'O')}
+
+
+def _distances(record, a, b):
+    """Lengths (Angstrom) of the bonds between elements a and b (pairs closer than 1.3 A)"""
+    symbols, coords = from_xyz(record.xyz)
+    out = []
+    for i, si in enumerate(symbols):
+        for j, sj in enumerate(symbols):
+            if i < j and {si, sj} == {a, b}:
+                d = float(np.linalg.norm(coords[i] - coords[j]))
+                if d < 1.3:
+                    out.append(d)
+    return out
+
+
+# ---- Reference (atom) energies
+
+def test_gfn2_reference_energies(xtb_refs, xtb_spec):
+    assert len(set(round(v, 6) for v in xtb_refs.values())) == 5  # distinct
+    unpolarised = get_spec('xtb', spin_polarization=0)
+    for e in ELEMENTS:
+        plain = compute_reference_energy(e, unpolarised)
+        assert plain == pytest.approx(GFN2_ATOMS_UNPOLARISED[e], abs=1e-6)
+        # Spin polarisation lowers the energy of every open-shell atom (by 0.015-0.12 Ha)
+        assert 0.01 < plain - xtb_refs[e] < 0.2
+    assert xtb_refs['H'] == pytest.approx(-0.42930, abs=1e-4)
+
+
+def test_pyscf_uhf_reference_energies(hf_refs):
+    from pyscf import gto, scf
+    assert hf_refs['H'] == pytest.approx(-0.466581850, abs=1e-5)  # literature UHF/STO-3G
+    exact = get_spec('pyscf/hf/sto-3g', density_fit=False)
+    for e in ('C', 'O'):  # independent plain-PySCF UHF (conventional integrals)
+        mol = gto.M(atom=f'{e} 0 0 0', basis='sto-3g', spin=SPIN_MULTIPLICITY[e] - 1, verbose=0)
+        mf = scf.UHF(mol)
+        mf.conv_tol = 1e-10
+        expected = mf.kernel()
+        assert compute_reference_energy(e, exact) == pytest.approx(expected, abs=1e-5)
+        assert hf_refs[e] == pytest.approx(expected, abs=5e-4)  # density fitting error is small
+    # Open shell: restricted open-shell or spin-restricted energies would be higher
+    mol = gto.M(atom='O 0 0 0', basis='sto-3g', spin=0, verbose=0)
+    assert hf_refs['O'] < scf.RHF(mol).kernel()
+
+
+def test_reference_energy_bad_element(xtb_spec):
+    for bad in ('S', 'Cl', 'X', '', None):
+        with pytest.raises(ValueError, match='not an allowed element'):
+            compute_reference_energy(bad, xtb_spec)
+
+
+# ---- Atomization energies
+
+def test_gfn2_atomization_energies(xtb_spec, xtb_refs):
+    records = {s: compute_atomization_energy(s, xtb_spec, xtb_refs) for s in ('C', 'O', 'CCO')}
+    assert compute_atomization_energy('OCC', xtb_spec, xtb_refs).smiles == 'CCO'
+    methane, water, ethanol = records['C'], records['O'], records['CCO']
+    assert ethanol.smiles == 'CCO' and ethanol.formula == 'C2H6O'
+    assert (ethanol.n_atoms, ethanol.n_heavy_atoms) == (9, 3)
+    # QM9 (B3LYP): ethanol -761, methane -396, water -213 kcal/mol; GFN2 within 15 %
+    for record, qm9 in ((methane, -396.0), (water, -213.1), (ethanol, -761.2)):
+        assert record.atomization_energy < 0
+        assert record.atomization_energy == pytest.approx(qm9, rel=0.15)
+        assert record.atomization_energy == pytest.approx(record.atomization_energy_hartree * HARTREE_TO_KCAL_MOL)
+        assert record.atomization_energy_per_atom == pytest.approx(record.atomization_energy / record.n_atoms)
+        assert record.n_steps > 0 and record.walltime > 0
+        assert (record.program, record.method, record.basis, record.qc_spec) == ('xtb', 'gfn2-xtb', None, 'xtb')
+    assert ethanol.atomization_energy < methane.atomization_energy < water.atomization_energy
+    # Sum of atom energies + atomization energy = total energy
+    assert ethanol.total_energy == pytest.approx(2 * xtb_refs['C'] + 6 * xtb_refs['H'] + xtb_refs['O']
+                                                 + ethanol.atomization_energy_hartree, abs=1e-10)
+    # Relaxed geometries
+    assert all(1.08 < d < 1.11 for d in _distances(ethanol, 'C', 'H'))
+    assert len(_distances(ethanol, 'C', 'H')) == 5
+    assert all(0.95 < d < 0.99 for d in _distances(water, 'O', 'H'))
+    # JSON round trip
+    assert AtomizationRecord.model_validate_json(ethanol.model_dump_json()) == ethanol
+
+
+def test_pyscf_atomization_energies(hf_spec, hf_refs):
+    records = {s: compute_atomization_energy(s, hf_spec, hf_refs) for s in ('C', 'O', 'CCO')}
+    methane, water, ethanol = records['C'], records['O'], records['CCO']
+    for record in records.values():
+        assert record.atomization_energy < 0
+        assert (record.program, record.method, record.basis) == ('pyscf', 'hf', 'sto-3g')
+        assert record.n_steps > 0
+    assert ethanol.atomization_energy < methane.atomization_energy < water.atomization_energy
+    # HF/STO-3G total energy of water at its optimum: -74.9659 Ha (literature, Szabo & Ostlund basis)
+    assert water.total_energy == pytest.approx(-74.9659, abs=2e-4)
+    # HF/STO-3G bond lengths: O-H 0.989 A, C-H ~1.08-1.10 A
+    assert all(0.98 < d < 1.00 for d in _distances(water, 'O', 'H'))
+    assert all(1.07 < d < 1.11 for d in _distances(ethanol, 'C', 'H'))
+
+
+def test_composite_spec_single_point_on_gfn2_geometry(xtb_spec, xtb_refs):
+    spec = get_spec('pyscf/hf/sto-3g//xtb')
+    refs = {e: compute_reference_energy(e, spec) for e in ('H', 'O')}
+    assert refs['H'] == pytest.approx(-0.466581850, abs=1e-5)
+    record = compute_atomization_energy('O', spec, refs)
+    gfn2 = compute_atomization_energy('O', xtb_spec, xtb_refs)
+    assert record.xyz == gfn2.xyz.replace(gfn2.smiles, record.smiles)  # same (GFN2) geometry
+    assert record.n_steps == gfn2.n_steps
+    # Independent single point at that geometry
+    symbols, coords = from_xyz(record.xyz)
+    single = pyscf_backend.compute_energy(to_qcel(symbols, coords), get_spec('pyscf/hf/sto-3g'), relax=False)
+    assert record.total_energy == pytest.approx(single.energy, abs=1e-8)
+    assert (record.qc_spec, record.program, record.method) == ('pyscf/hf/sto-3g//xtb', 'pyscf', 'hf')
+
+
+# ---- Errors
+
+@pytest.mark.parametrize('smiles,words', [('C1CC', 'cannot parse'), ('CCS', 'S is not an allowed element'),
+                                          ('CCCCCCCCCC', '10 heavy atoms'), ('[NH4+]', 'Charged'),
+                                          ('C.C', 'fragments'), ('[CH3]', 'Radicals')])
+def test_invalid_molecules_rejected(smiles, words, xtb_spec, xtb_refs):
+    with pytest.raises(InvalidMoleculeError, match=words):
+        compute_atomization_energy(smiles, xtb_spec, xtb_refs)
+
+
+def test_missing_reference_energy(xtb_spec, xtb_refs):
+    with pytest.raises(ValueError, match='No reference energy for element.* F'):
+        compute_atomization_energy('CF', xtb_spec, {e: xtb_refs[e] for e in ('H', 'C')})
+
+
+def test_failures_raise_qcfailure(xtb_refs, hf_refs):
+    with pytest.raises(QCFailure, match='did not converge in 2 steps'):
+        compute_atomization_energy('CCO', get_spec('xtb', max_steps=2), xtb_refs)
+    with pytest.raises(QCFailure, match='SCF did not converge in 1 cycles during the relaxation'):
+        compute_atomization_energy('O', get_spec('pyscf/hf/sto-3g', max_cycle=1), hf_refs)
+    with pytest.raises(QCFailure, match='SCF did not converge in 1 cycles'):
+        compute_reference_energy('O', get_spec('pyscf/hf/sto-3g', max_cycle=1))
+    with pytest.raises(QCFailure, match='does not know the method'):
+        compute_reference_energy('H', get_spec('pyscf/nosuchmethod/sto-3g'))
+    with pytest.raises(QCFailure, match='basis'):
+        compute_reference_energy('H', get_spec('pyscf/hf/nosuchbasis'))
+    with pytest.raises(QCFailure, match='Unknown ASE optimiser'):
+        compute_atomization_energy('C', get_spec('xtb', optimizer='Nope'), xtb_refs)
+
+
+# ---- Embedding, picklability, scratch directory, threads
+
+def test_embedding_best_of_several_conformers():
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+    symbols, coords = generate_conformer('C1C2OCC=CC12', n_conformers=10, seed=1)
+    again = generate_conformer('C1C2OCC=CC12', n_conformers=10, seed=1)[1]
+    assert np.allclose(coords, again)  # seeded
+    assert len(symbols) == 15
+
+    def mmff(pos):
+        mol = Chem.AddHs(Chem.MolFromSmiles('C1C2OCC=CC12'))
+        AllChem.EmbedMolecule(mol, randomSeed=1)
+        conf = mol.GetConformer()
+        for i, p in enumerate(pos):
+            conf.SetAtomPosition(i, p.tolist())
+        props = AllChem.MMFFGetMoleculeProperties(mol)
+        return AllChem.MMFFGetMoleculeForceField(mol, props).CalcEnergy()
+
+    # The best of 10 is at least as low as any single-conformer embedding
+    singles = [mmff(generate_conformer('C1C2OCC=CC12', n_conformers=1, seed=s)[1]) for s in range(1, 6)]
+    assert mmff(coords) <= min(singles) + 1e-6
+    molecule = smiles_to_molecule('CCO')
+    assert molecule.molecular_charge == 0 and molecule.molecular_multiplicity == 1
+
+
+def test_tasks_are_picklable(xtb_spec, xtb_refs):
+    f = pickle.loads(pickle.dumps(compute_atomization_energy))
+    spec = pickle.loads(pickle.dumps(xtb_spec))
+    record = f('C#N', spec, xtb_refs)
+    assert pickle.loads(pickle.dumps(record)) == record
+    assert record.smiles == 'C#N'
+
+
+def test_scratch_directory_and_threads(tmp_path, monkeypatch, hf_refs):
+    from pyscf import lib
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    record = compute_atomization_energy('O', get_spec('pyscf/hf/sto-3g'), hf_refs)
+    assert record.n_steps > 0
+    assert os.getcwd() == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # geomeTRIC wrote nothing here
+    assert lib.num_threads() == 1
+
+
+def test_no_tblite_ffi_error_at_exit_with_tensorflow():
+    code = ('import tensorflow\n'
+            'from moldesign.simulate import get_spec, compute_reference_energy, compute_atomization_energy\n'
+            'spec = get_spec("xtb")\n'
+            'refs = {e: compute_reference_energy(e, spec) for e in "HC"}\n'
+            'print(compute_atomization_energy("C", spec, refs).atomization_energy)\n')
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.strip().splitlines()[-1]) < 0
+    assert 'ffi.gc' not in proc.stderr and 'Exception ignored' not in proc.stderr
