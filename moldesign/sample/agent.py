@@ -1,0 +1,296 @@
+"""Deep Q-network agent of MolDQN (Zhou et al., Sci. Rep. 2019, 9, 10752).
+
+The Q-value of an action is a function of the molecule it produces: the network reads the Morgan
+fingerprint (radius 3, 2048 bits) of that molecule plus the number of steps left. Double DQN: the
+online network picks the best next action, a target network (synchronised every
+``target_update_period`` updates and at the start of every generator call) values it.
+
+Pickling: the agent holds its weights as numpy arrays, its epsilon schedule and its counters; it
+does not import TensorFlow and does not pickle its replay memory, target network or optimiser
+state. TensorFlow/Keras is imported lazily by :meth:`DQNAgent.train_step`, which runs on the worker.
+Action selection uses a numpy forward pass that exploits the sparsity of the fingerprints.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from typing import Deque, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import sparse
+
+from moldesign.sample.environment import FINGERPRINT_LENGTH, ActionSet
+
+logger = logging.getLogger(__name__)
+
+STEPS_SCALE = 0.1
+"""Multiplier of the steps-left input of the network"""
+
+
+class Transition:
+    """One step in the replay memory
+
+    Attributes:
+        bits: Fingerprint on-bits of the molecule the action produced
+        steps_left: Steps left after the action
+        reward: Reward received for reaching that molecule
+        done: Whether it was the last step of the episode
+        next_actions: Action set of the molecule (for the target), None if done
+    """
+
+    __slots__ = ('bits', 'steps_left', 'reward', 'done', 'next_actions')
+
+    def __init__(self, bits: np.ndarray, steps_left: int, reward: float, done: bool,
+                 next_actions: Optional[ActionSet]):
+        self.bits = bits
+        self.steps_left = steps_left
+        self.reward = reward
+        self.done = done
+        self.next_actions = next_actions
+
+
+def _glorot(rng: np.random.Generator, n_in: int, n_out: int) -> np.ndarray:
+    limit = np.sqrt(6.0 / (n_in + n_out))
+    return rng.uniform(-limit, limit, size=(n_in, n_out)).astype(np.float32)
+
+
+def _to_csr(rows: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    indptr = np.zeros(len(rows) + 1, dtype=np.int32)
+    indptr[1:] = np.cumsum([len(r) for r in rows])
+    indices = np.concatenate(rows).astype(np.int32) if len(rows) else np.zeros(0, dtype=np.int32)
+    return indices, indptr
+
+
+class DQNAgent:
+    """Double DQN agent with epsilon-greedy exploration
+
+    Args:
+        hidden_layers: Sizes of the hidden layers (ReLU)
+        learning_rate: Adam learning rate
+        gamma: Discount factor of the Q-learning targets
+        reward_discount: Rewards of intermediate steps are multiplied by ``reward_discount ** steps_left``
+            (MolDQN: the final molecule matters most)
+        epsilon_start: Exploration rate at the first episode
+        epsilon_end: Lowest exploration rate
+        epsilon_decay: Exploration rate multiplied by this after every episode (across calls)
+        batch_size: Transitions per update
+        train_every: Environment steps between updates
+        target_update_period: Updates between target-network synchronisations
+        memory_size: Capacity of the replay memory
+        min_memory: Transitions needed before training starts
+        reward_offset: Objective value subtracted before scaling (None: a default per objective)
+        reward_scale: Objective values are divided by this to give rewards (None: a default per objective)
+        seed: Seed of the weight initialisation
+    """
+
+    DEFAULT_REWARD_SCALING = {  # (offset, scale) in kcal/mol
+        'atomization_energy': (-1000.0, 1000.0),
+        'atomization_energy_per_atom': (-100.0, 20.0),
+    }
+
+    def __init__(self, hidden_layers: Sequence[int] = (256, 128), learning_rate: float = 1e-3,
+                 gamma: float = 0.9, reward_discount: float = 0.9, epsilon_start: float = 1.0,
+                 epsilon_end: float = 0.1, epsilon_decay: float = 0.995, batch_size: int = 32,
+                 train_every: int = 4, target_update_period: int = 20, memory_size: int = 4000,
+                 min_memory: int = 64, reward_offset: Optional[float] = None,
+                 reward_scale: Optional[float] = None, seed: Optional[int] = 0):
+        if not 0 <= epsilon_end <= epsilon_start <= 1:
+            raise ValueError('Need 0 <= epsilon_end <= epsilon_start <= 1')
+        if not 0 < epsilon_decay <= 1:
+            raise ValueError('epsilon_decay must be in (0, 1]')
+        if reward_scale is not None and reward_scale <= 0:
+            raise ValueError('reward_scale must be positive')
+        self.hidden_layers = tuple(int(h) for h in hidden_layers)
+        self.learning_rate = learning_rate
+        self.gamma = gamma
+        self.reward_discount = reward_discount
+        self.epsilon_start = epsilon_start
+        self.epsilon_end = epsilon_end
+        self.epsilon_decay = epsilon_decay
+        self.batch_size = batch_size
+        self.train_every = train_every
+        self.target_update_period = target_update_period
+        self.memory_size = memory_size
+        self.min_memory = min_memory
+        self.reward_offset = reward_offset
+        self.reward_scale = reward_scale
+
+        # Counters (they persist across generator calls)
+        self.episodes_done = 0
+        self.env_steps = 0
+        self.train_steps = 0
+
+        # Weights: [W0, b0, W1, b1, ..., Wout, bout]; the first layer reads fingerprint + steps left
+        rng = np.random.default_rng(seed)
+        sizes = (FINGERPRINT_LENGTH + 1,) + self.hidden_layers + (1,)
+        self.weights: List[np.ndarray] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            self.weights += [_glorot(rng, n_in, n_out), np.zeros(n_out, dtype=np.float32)]
+        self._init_volatile()
+
+    # ----- Pickling: weights, schedule and counters only
+    def _init_volatile(self):
+        self.target_weights = [w.copy() for w in self.weights]
+        self.memory: Deque[Transition] = deque(maxlen=self.memory_size)
+        self._keras = None  # (model, optimizer, train function), built lazily on the worker
+        self._keras_synced = None  # The weights list last loaded into the Keras model
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for key in ('target_weights', 'memory', '_keras', '_keras_synced'):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_volatile()
+
+    # ----- Schedule
+    @property
+    def epsilon(self) -> float:
+        """Exploration rate of the next episode"""
+        return max(self.epsilon_end, self.epsilon_start * self.epsilon_decay ** self.episodes_done)
+
+    def reward_scaling(self, objective: str) -> Tuple[float, float]:
+        """Offset and scale that turn an objective value into a reward: ``-(value - offset) / scale``"""
+        offset, scale = self.DEFAULT_REWARD_SCALING.get(objective, (0.0, 1.0))
+        if self.reward_offset is not None:
+            offset = self.reward_offset
+        if self.reward_scale is not None:
+            scale = self.reward_scale
+        return offset, scale
+
+    def sync_target(self):
+        """Copy the online weights into the target network"""
+        self.target_weights = [w.copy() for w in self.weights]
+
+    # ----- Numpy forward pass
+    @staticmethod
+    def _forward(weights: List[np.ndarray], indices: np.ndarray, indptr: np.ndarray,
+                 steps_left: np.ndarray) -> np.ndarray:
+        """Q-values of a batch of molecules given as sparse fingerprints"""
+        n = len(indptr) - 1
+        x = sparse.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                              shape=(n, FINGERPRINT_LENGTH + 1))
+        w0 = weights[0]
+        h = np.asarray(x @ w0) + np.outer(steps_left * STEPS_SCALE, w0[-1]) + weights[1]
+        for k in range(2, len(weights), 2):
+            h = np.maximum(h, 0, out=h)
+            h = h @ weights[k] + weights[k + 1]
+        return h[:, 0]
+
+    def q_values(self, actions: ActionSet, steps_left: int, target: bool = False) -> np.ndarray:
+        """Q-values of every action of a state
+
+        Args:
+            actions: Action set of the state
+            steps_left: Steps left after taking the action
+            target: Use the target network
+        Returns:
+            One value per action
+        """
+        weights = self.target_weights if target else self.weights
+        return self._forward(weights, actions.indices, actions.indptr,
+                             np.full(len(actions), steps_left, dtype=np.float32))
+
+    def select_action(self, actions: ActionSet, steps_left: int, rng: random.Random,
+                      epsilon: Optional[float] = None) -> int:
+        """Epsilon-greedy choice of an action
+
+        Args:
+            actions: Action set of the current state
+            steps_left: Steps left after taking the action
+            rng: Random number generator
+            epsilon: Exploration rate (default: the schedule's)
+        Returns:
+            Index of the chosen action
+        """
+        if epsilon is None:
+            epsilon = self.epsilon
+        if rng.random() < epsilon:
+            return rng.randrange(len(actions))
+        q = self.q_values(actions, steps_left)
+        return int(np.argmax(q))  # First maximum: deterministic
+
+    # ----- Learning
+    def remember(self, transition: Transition):
+        """Add a transition to the replay memory"""
+        self.memory.append(transition)
+
+    def _build_keras(self):
+        import tensorflow as tf  # Lazy: only on the worker that trains
+        import keras
+
+        layers = [keras.Input(shape=(FINGERPRINT_LENGTH + 1,))]
+        for size in self.hidden_layers:
+            layers.append(keras.layers.Dense(size, activation='relu'))
+        layers.append(keras.layers.Dense(1))
+        model = keras.Sequential(layers)
+        optimizer = keras.optimizers.Adam(learning_rate=self.learning_rate, clipnorm=10.0)
+        loss_fn = keras.losses.Huber()
+
+        @tf.function(reduce_retracing=True)
+        def train_fn(x, y):
+            with tf.GradientTape() as tape:
+                q = model(x, training=True)[:, 0]
+                loss = loss_fn(y, q)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        self._keras = (model, optimizer, train_fn)
+
+    def train_step(self, rng: random.Random) -> Optional[float]:
+        """One double-DQN update on a batch sampled from the replay memory
+
+        Args:
+            rng: Random number generator for the sampling
+        Returns:
+            The loss, or None if the memory holds too few transitions
+        """
+        if len(self.memory) < max(self.min_memory, self.batch_size):
+            return None
+        if self._keras is None:
+            self._build_keras()
+        model, _, train_fn = self._keras
+        # Keras variables follow the numpy weights (they may have been replaced by unpickling)
+        if self._keras_synced is not self.weights:
+            model.set_weights(self.weights)
+
+        batch = [self.memory[i] for i in rng.sample(range(len(self.memory)), self.batch_size)]
+
+        # Targets: r + gamma * Q_target(s', argmax_a' Q_online(s', a'))
+        targets = np.array([t.reward for t in batch], dtype=np.float32)
+        live = [k for k, t in enumerate(batch) if not t.done and len(t.next_actions) > 0]
+        if live:
+            rows, steps, sizes = [], [], []
+            for k in live:
+                acts = batch[k].next_actions
+                rows.append((acts.indices, acts.indptr))
+                steps.append(np.full(len(acts), batch[k].steps_left - 1, dtype=np.float32))
+                sizes.append(len(acts))
+            offsets = np.cumsum([0] + [len(r[0]) for r in rows[:-1]])
+            indices = np.concatenate([r[0] for r in rows])
+            indptr = np.concatenate([[0]] + [r[1][1:] + o for r, o in zip(rows, offsets)]).astype(np.int32)
+            steps = np.concatenate(steps)
+            q_online = self._forward(self.weights, indices, indptr, steps)
+            q_target = self._forward(self.target_weights, indices, indptr, steps)
+            start = 0
+            for k, size in zip(live, sizes):
+                best = start + int(np.argmax(q_online[start:start + size]))
+                targets[k] += self.gamma * q_target[best]
+                start += size
+
+        x = np.zeros((len(batch), FINGERPRINT_LENGTH + 1), dtype=np.float32)
+        for k, t in enumerate(batch):
+            x[k, t.bits] = 1.0
+            x[k, -1] = t.steps_left * STEPS_SCALE
+        loss = float(train_fn(x, targets))
+
+        self.weights = [np.array(w, dtype=np.float32) for w in model.get_weights()]
+        self._keras_synced = self.weights
+        self.train_steps += 1
+        if self.train_steps % self.target_update_period == 0:
+            self.sync_target()
+        return loss
