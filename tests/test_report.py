@@ -148,7 +148,8 @@ def test_top_molecules_order_and_fields(run_dir):
     table = format_top_table(rows, 'atomization_energy')
     lines = table.splitlines()
     assert len(lines) == 2 + 6
-    assert lines[2].split()[:4] == ['1', 'CCCCC', '-1500.0', '-1500.0']
+    assert lines[2].split() == ['1', 'CCCCC', '-1500.0', '7', 'steered', 'no', '-']
+    assert lines[6].split() == ['5', 'CCO', '-700.0', '1', 'initial', 'yes', '-701.5']
     assert 'atomization_energy (kcal/mol)' in lines[0]
     assert format_top_table([]) == 'No successful QC evaluation yet.'
 
@@ -165,6 +166,18 @@ def test_top_molecules_per_atom_objective(run_dir):
     rows = top_molecules(run_dir, n=3, qm9_lookup=False)
     assert [r['objective'] for r in rows] == [-300.0, -240.0, -180.0]
     assert rows[0]['atomization_energy'] == -1500.0
+    table = format_top_table(rows, 'atomization_energy_per_atom').splitlines()
+    assert 'atomization_energy_per_atom (kcal/mol per atom)' in table[0]
+    assert table[2].split() == ['1', 'CCCCC', '-300.0', '-1500.0', '7', 'steered', '?', '-']
+
+
+def test_top_molecules_with_qm9(run_dir):
+    """The default look-up is moldesign.qm9 (QM9's B3LYP atomization energies)"""
+    pytest.importorskip('moldesign.qm9')
+    rows = {r['smiles']: r for r in top_molecules(run_dir)}
+    assert rows['CCO']['in_qm9'] is True
+    assert rows['CCO']['qm9_atomization_energy'] == pytest.approx(-761.15, abs=0.1)
+    assert all(r['in_qm9'] is True for r in rows.values())  # Small alkanes, ethanol, ethylene glycol, methane
 
 
 def test_qc_utilization_exact(run_dir):
@@ -208,6 +221,14 @@ def test_write_report(run_dir):
     assert f'{STEERED_UTILIZATION:.2f}' in text
     assert 'CCCCC' in text and 'simulation_records.jsonld: 1' in text
     assert '2 failed' in text
+
+
+def test_report_of_finished_run(run_dir):
+    (run_dir / 'summary.json').write_text(json.dumps({'wall_time': 321.5, 'n_evaluated': 9, 'best': [{'x': 1}]}))
+    text = write_report(load_run(run_dir), n_top=2, qm9_lookup=False).read_text()
+    assert 'interrupted' not in text
+    assert '| wall time | 321.5 s |' in text and '| n_evaluated | 9 |' in text
+    assert text.count('`CCCC') == 2  # Top 2 only: CCCCC and CCCC
 
 
 def test_report_of_empty_run(tmp_path):

@@ -34,11 +34,11 @@ def main(args: Optional[List[str]] = None) -> int:
         parser.error('--top must be at least 1')
     qm9 = not opts.no_qm9
     try:
-        report = write_report(opts.run_dir, n_top=opts.top, qm9_lookup=qm9)
+        run = load_run(opts.run_dir)
     except FileNotFoundError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
-    run = load_run(opts.run_dir)
+    report = write_report(run, n_top=opts.top, qm9_lookup=qm9)
     print(f'Report: {report}')
     print(f'Best molecules by {run.objective}:')
     print(format_top_table(top_molecules(run, n=opts.top, qm9_lookup=qm9), run.objective))

@@ -242,11 +242,26 @@ def draw_top_molecules(rows: List[Dict[str, Any]], path: Path, objective: str, p
         legends.append(legend)
     if not mols:
         return None
+    width, height, caption = 320, 280, 66
+    per_row = min(per_row, len(mols))
     options = Draw.MolDrawOptions()
-    options.legendFontSize = 18
-    options.legendFraction = 0.22
-    image = Draw.MolsToGridImage(mols, molsPerRow=min(per_row, len(mols)), subImgSize=(320, 300),
-                                 legends=legends, drawOptions=options)
+    options.minFontSize = 14  # Atom labels readable in a 320 px cell
+    grid = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(width, height), drawOptions=options)
+    grid = grid.convert('RGB')
+
+    # RDKit's multi-line legends overlap at readable sizes: write the captions under each cell with PIL
+    from PIL import Image, ImageDraw, ImageFont
+    n_rows = math.ceil(len(mols) / per_row)
+    canvas = Image.new('RGB', (per_row * width, n_rows * (height + caption)), 'white')
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=17)
+    for i, legend in enumerate(legends):
+        col, row = i % per_row, i // per_row
+        cell = grid.crop((col * width, row * height, (col + 1) * width, (row + 1) * height))
+        top = row * (height + caption)
+        canvas.paste(cell, (col * width, top))
+        for j, text in enumerate(legend.splitlines()):
+            draw.text((col * width + width / 2, top + height + 2 + 20 * j), text, fill='black', font=font, anchor='ma')
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(str(path))
+    canvas.save(str(path), format='PNG')
     return path

@@ -105,39 +105,38 @@ def _fmt(value: Optional[float], spec: str = '.1f') -> str:
     return '-' if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
-def _table_cells(row: Dict[str, Any]) -> List[str]:
-    in_qm9 = {True: 'yes', False: 'no', None: '?'}[row.get('in_qm9')]
-    return [str(row['rank']), row['smiles'], _fmt(row['objective']), _fmt(row.get('atomization_energy')),
-            str(row['evaluation']), row.get('phase') or '-', in_qm9, _fmt(row.get('qm9_atomization_energy'))]
-
-
-_HEADERS = ['rank', 'SMILES', 'objective', 'atomization (kcal/mol)', 'found at eval.', 'phase', 'in QM9',
-            'QM9 atomization (kcal/mol)']
-
-
 def format_top_table(rows: List[Dict[str, Any]], objective: Optional[str] = None, markdown: bool = False) -> str:
     """Table of the best molecules, as plain text (or Markdown)
 
     Args:
         rows: Rows of :func:`top_molecules`
-        objective: Name of the objective, for the header of its column
+        objective: Name of the objective, for the header of its column (default: atomization_energy);
+            for another objective, a column of atomization energies is added
         markdown: Write a Markdown table instead of aligned plain text
     Returns:
         The table, one line per molecule under a header
     """
-    headers = list(_HEADERS)
-    if objective:
-        headers[2] = f'{objective} ({objective_unit(objective)})'
-    cells = [_table_cells(r) for r in rows]
+    objective = objective or 'atomization_energy'
+    extra = objective != 'atomization_energy'
+    headers = ['rank', 'SMILES', f'{objective} ({objective_unit(objective)})'] + \
+        (['atomization_energy (kcal/mol)'] if extra else []) + \
+        ['found at eval.', 'phase', 'in QM9', 'QM9 atomization_energy (kcal/mol)']
+    cells = []
+    for row in rows:
+        in_qm9 = {True: 'yes', False: 'no', None: '?'}[row.get('in_qm9')]
+        cells.append([str(row['rank']), row['smiles'], _fmt(row['objective'])]
+                     + ([_fmt(row.get('atomization_energy'))] if extra else [])
+                     + [str(row['evaluation']), row.get('phase') or '-', in_qm9,
+                        _fmt(row.get('qm9_atomization_energy'))])
+    left = {1, len(headers) - 3}  # SMILES and phase read better left-aligned
     if markdown:
-        lines = ['| ' + ' | '.join(headers) + ' |', '|' + '|'.join('---:' if i != 1 else '---'
-                                                                  for i in range(len(headers))) + '|']
+        lines = ['| ' + ' | '.join(headers) + ' |',
+                 '|' + '|'.join('---' if i in left else '---:' for i in range(len(headers))) + '|']
         lines += ['| ' + ' | '.join(f'`{c}`' if i == 1 else c for i, c in enumerate(row)) + ' |' for row in cells]
         return '\n'.join(lines)
     if not rows:
         return 'No successful QC evaluation yet.'
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    left = {1, 5}  # SMILES and phase read better left-aligned
 
     def fmt_line(values):
         return '  '.join(v.ljust(w) if i in left else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
@@ -177,8 +176,9 @@ def model_quality(run: Union[RunData, str, Path]) -> List[Dict[str, Any]]:
 
 
 def _wall_time(run: RunData) -> Optional[float]:
-    if run.summary and isinstance(run.summary.get('wall_time'), (int, float)):
-        return float(run.summary['wall_time'])
+    for key in ('wall_time', 'walltime', 'runtime', 'elapsed'):
+        if run.summary and isinstance(run.summary.get(key), (int, float)):
+            return float(run.summary[key])
     times = []
     for record in run.simulation + run.rl + run.screening:
         for key in ('created', 'compute_started', 'compute_ended', 'result_received'):
@@ -229,12 +229,12 @@ def _steered_utilization(run: RunData) -> Optional[float]:
     return None if math.isnan(value) else value
 
 
-def write_report(run_dir: Union[str, Path], n_top: int = 10, qm9_lookup: Union[QM9Lookup, None, bool] = True
+def write_report(run_dir: Union[RunData, str, Path], n_top: int = 10, qm9_lookup: Union[QM9Lookup, None, bool] = True
                  ) -> Path:
     """Write ``report.md`` and its figures (``figures/*.png``) into a run directory
 
     Args:
-        run_dir: Run directory (finished or interrupted)
+        run_dir: Run directory (finished or interrupted), or its data from :func:`load_run`
         n_top: Number of molecules in the table and the picture
         qm9_lookup: As for :func:`top_molecules`
     Returns:
@@ -245,7 +245,7 @@ def write_report(run_dir: Union[str, Path], n_top: int = 10, qm9_lookup: Union[Q
     from moldesign.report import plots
 
     start = time.perf_counter()
-    run = load_run(run_dir)
+    run = _as_run(run_dir)
     run_dir, figures = run.run_dir, run.run_dir / 'figures'
     objective, unit = run.objective, objective_unit(run.objective)
     rows = top_molecules(run, n=n_top, qm9_lookup=qm9_lookup)
@@ -285,6 +285,16 @@ def write_report(run_dir: Union[str, Path], n_top: int = 10, qm9_lookup: Union[Q
     lines.append(f'| QC utilization, steered phase | {_fmt(utilization, ".2f")}'
                  f'{f" ({run.n_slots} slots)" if run.n_slots else ""} |')
     lines.append('')
+    if run.summary:
+        scalars = {k: v for k, v in run.summary.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        if scalars:
+            lines += ['Summary written by the run (summary.json):', '', '| key | value |', '|---|---|']
+            lines += [f'| {k} | {_fmt(v, ".4g") if isinstance(v, float) else v} |' for k, v in scalars.items()]
+            lines.append('')
+    if run.reference_energies:
+        lines += ['Reference atom energies (Hartree): ' +
+                  ', '.join(f'{k} {v:.6f}' for k, v in run.reference_energies.items()
+                            if isinstance(v, (int, float))), '']
 
     lines += ['## Counts', '',
               f'- Molecules evaluated: {counts["evaluated"]} ({counts["succeeded"]} succeeded, {counts["failed"]} '
