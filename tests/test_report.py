@@ -278,7 +278,9 @@ def test_progress_log_lines(caplog):
     caplog.clear()
     reporter = ProgressReporter(stream=stream, interval=0)
     reporter.update(_state(best_smiles=None, best_value=None, utilization=None, phase='initial'))
+    reporter.update(_state(utilization=float('nan')))
     assert 'best none yet, utilization n/a, phase initial' in caplog.records[0].getMessage()
+    assert 'utilization n/a, phase steered' in caplog.records[1].getMessage()
 
 
 def test_progress_disabled(caplog):

@@ -10,6 +10,7 @@ most every ``interval`` seconds, plus one when the reporter stops.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -52,6 +53,10 @@ def objective_unit(objective: str) -> str:
     return 'kcal/mol per atom' if objective.endswith('per_atom') else 'kcal/mol'
 
 
+def _format_utilization(value: Optional[float]) -> str:
+    return 'n/a' if value is None or not math.isfinite(value) else f'{value:.2f}'
+
+
 def format_state(state: ProgressState) -> str:
     """One-line summary of a progress state, as logged in non-terminal mode
 
@@ -63,7 +68,7 @@ def format_state(state: ProgressState) -> str:
     """
     best = 'none yet' if state.best_smiles is None or state.best_value is None else \
         f'{state.best_smiles} {state.best_value:.1f} {objective_unit(state.objective)}'
-    util = 'n/a' if state.utilization is None else f'{state.utilization:.2f}'
+    util = _format_utilization(state.utilization)
     return (f'progress: {state.evaluated}/{state.target} evaluated ({state.failed} failed), '
             f'{state.in_flight} in flight, queue {state.queue_depth}, {state.batches} batches, '
             f'best {best}, utilization {util}, phase {state.phase}')
@@ -155,7 +160,7 @@ class ProgressReporter:
         self._console = Console(file=self.stream)
         self._swap_handlers()
         self._live = Live(console=self._console, get_renderable=self._current_renderable,
-                          refresh_per_second=2, transient=False,
+                          refresh_per_second=4, transient=False,
                           redirect_stdout=True, redirect_stderr=self.stream is sys.stderr)
         self._live.start()
 
@@ -184,7 +189,7 @@ class ProgressReporter:
         table.add_row('QC in flight', str(state.in_flight))
         table.add_row('queue depth', str(state.queue_depth))
         table.add_row('generator batches', str(state.batches))
-        table.add_row('QC utilization', 'n/a' if state.utilization is None else f'{state.utilization:.2f}')
+        table.add_row('QC utilization', _format_utilization(state.utilization))
         return table
 
     def _swap_handlers(self) -> None:
@@ -195,8 +200,13 @@ class ProgressReporter:
         for handler in list(root.handlers):
             if type(handler) is not logging.StreamHandler:  # Leave file handlers (a subclass) alone
                 continue
-            if getattr(handler.stream, 'isatty', lambda: False)() or handler.stream in (sys.stderr, sys.stdout):
+            try:
+                on_terminal = handler.stream.isatty()
+            except (AttributeError, ValueError):
+                on_terminal = False
+            if on_terminal:  # Handlers writing to files or pipes are left alone
                 replacement = RichHandler(console=self._console, show_path=False, level=handler.level)
+                replacement.setFormatter(logging.Formatter('%(name)s: %(message)s'))
                 root.removeHandler(handler)
                 root.addHandler(replacement)
                 self._swapped.append((handler, replacement))
