@@ -147,6 +147,7 @@ def _write_atomic(table: pd.DataFrame, path: Path) -> None:
     try:
         with os.fdopen(fd, 'wb') as fp:
             pickle.dump(table, fp, protocol=pickle.HIGHEST_PROTOCOL)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shareable
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
