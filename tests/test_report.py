@@ -48,7 +48,8 @@ def _molecule(task_id, smiles, energy, phase, evaluation, start, end, rank_worke
                  'atomization_energy_hartree': energy / 627.5094740631,
                  'atomization_energy_per_atom': energy / n_atoms,
                  'xyz': '1\n\nC 0 0 0\n', 'n_steps': 7, 'qc_spec': 'xtb', 'program': 'xtb',
-                 'method': 'gfn2-xtb', 'basis': None, 'program_version': '0.8.0', 'walltime': 1.0 if start is None else end - start}
+                 'method': 'gfn2-xtb', 'basis': None, 'program_version': '0.8.0',
+                 'walltime': 1.0 if start is None else end - start}
     else:
         failure = {'exception': 'QCFailure("RDKit could not embed C1CC1")', 'traceback': 'Traceback ...'}
     return {'task_id': task_id, 'method': 'compute_atomization_energy', 'success': success, 'smiles': smiles,
@@ -84,7 +85,8 @@ def _simulation_records():
         _molecule('m2', 'C', -400.0, 'initial', 2, 10, 15, 1),
         _molecule('m3', 'CC#N', None, 'initial', 3, 15, 16, 1, success=False),
         _molecule('m4', 'CCC', -900.0, 'initial', 4, 90, 101, 1),  # Overlaps the steered window: not counted
-        _molecule('m5', 'CCCC', -1200.0, 'steered', 5, 100, 110, 0, batch=1, rank=1, predicted=-1000., predicted_std=20.),
+        _molecule('m5', 'CCCC', -1200.0, 'steered', 5, 100, 110, 0, batch=1, rank=1, predicted=-1000.,
+                  predicted_std=20.),
         _molecule('m6', 'OCCO', -750.0, 'steered', 6, 100, 105, 1, batch=1, rank=2, predicted=-800., predicted_std=30.),
         _molecule('m7', 'CCCCC', -1500.0, 'steered', 7, 110, 120, 0, batch=2, rank=1, predicted=-1300.,
                   predicted_std=25.),
@@ -167,6 +169,7 @@ def test_top_molecules_per_atom_objective(run_dir):
     assert [r['objective'] for r in rows] == [-300.0, -240.0, -180.0]
     assert rows[0]['atomization_energy'] == -1500.0
     table = format_top_table(rows, 'atomization_energy_per_atom').splitlines()
+    assert format_top_table(rows).splitlines() == table  # The rows name their objective
     assert 'atomization_energy_per_atom (kcal/mol per atom)' in table[0]
     assert table[2].split() == ['1', 'CCCCC', '-300.0', '-1500.0', '7', 'steered', '?', '-']
 

@@ -76,7 +76,7 @@ def plot_best_so_far(run: RunData, path: Path) -> Optional[Path]:
     ax.set_xlabel('QC evaluations (molecules, in order of completion)')
     ax.set_ylabel(f'{run.objective} ({unit})')
     ax.set_title(f'Best {run.objective} so far: {best[-1]:.1f} {unit} after {len(records)} evaluations')
-    ax.legend(loc='upper right', fontsize='small')
+    ax.legend(loc='best', fontsize='small')
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -197,7 +197,7 @@ def plot_predictions(run: RunData, path: Path) -> Optional[Path]:
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color='black', lw=1, ls='--', label='predicted = computed')
     unit = objective_unit(run.objective)
     ax.set_xlabel(f'computed {run.objective} ({unit})')
-    ax.set_ylabel(f'predicted {run.objective} ({unit})')
+    ax.set_ylabel(f'predicted {run.objective} ({unit}; bars: model std)')
     ax.set_title('Model predictions for the molecules it selected, by generator batch')
     handles, labels = ax.get_legend_handles_labels()
     if len(batches) > 12:  # Too many batches to list: keep the diagonal and the first and last batches
@@ -205,7 +205,7 @@ def plot_predictions(run: RunData, path: Path) -> Optional[Path]:
         handles, labels = [handles[i] for i in keep], [labels[i] for i in keep]
         handles.append(Line2D([], [], ls='', label=f'... {len(batches)} batches, colour dark (first) to light (last)'))
         labels.append(handles[-1].get_label())
-    ax.legend(handles, labels, fontsize='x-small', loc='upper left')
+    ax.legend(handles, labels, fontsize='x-small', loc='best')
     ax.grid(alpha=0.3)
     ax.set_aspect('equal', adjustable='datalim')
     return _save(fig, path)

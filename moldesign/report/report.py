@@ -55,8 +55,8 @@ def top_molecules(run: Union[RunData, str, Path], n: int = 10, qm9_lookup: Union
         qm9_lookup: Function SMILES -> QM9 atomization energy (kcal/mol) or None; True (default) for
             ``moldesign.qm9.qm9_atomization_energy`` when available; False/None to skip the look-up
     Returns:
-        One dict per molecule, best first, with keys: rank (1-based), smiles, formula, objective (value of
-        the run's objective, kcal/mol or kcal/mol per atom), atomization_energy (kcal/mol),
+        One dict per molecule, best first, with keys: rank (1-based), smiles, objective_name (the field
+        minimised), formula, objective (value of the run's objective, kcal/mol or kcal/mol per atom), atomization_energy (kcal/mol),
         atomization_energy_per_atom (kcal/mol), evaluation (1-based QC evaluation at which it was first
         found), phase, batch, predicted (model prediction, if the model selected it), in_qm9 (bool; None if
         not looked up) and qm9_atomization_energy (QM9's own value, kcal/mol; None if not in QM9)
@@ -71,6 +71,7 @@ def top_molecules(run: Union[RunData, str, Path], n: int = 10, qm9_lookup: Union
         result = record.get('value') or {}
         row = {
             'smiles': smiles,
+            'objective_name': run.objective,
             'formula': result.get('formula'),
             'objective': value,
             'atomization_energy': result.get('atomization_energy'),
@@ -110,13 +111,13 @@ def format_top_table(rows: List[Dict[str, Any]], objective: Optional[str] = None
 
     Args:
         rows: Rows of :func:`top_molecules`
-        objective: Name of the objective, for the header of its column (default: atomization_energy);
-            for another objective, a column of atomization energies is added
+        objective: Name of the objective, for the header of its column (default: the rows' objective_name,
+            else atomization_energy); for another objective, a column of atomization energies is added
         markdown: Write a Markdown table instead of aligned plain text
     Returns:
         The table, one line per molecule under a header
     """
-    objective = objective or 'atomization_energy'
+    objective = objective or (rows[0].get('objective_name') if rows else None) or 'atomization_energy'
     extra = objective != 'atomization_energy'
     headers = ['rank', 'SMILES', f'{objective} ({objective_unit(objective)})'] + \
         (['atomization_energy (kcal/mol)'] if extra else []) + \
@@ -282,8 +283,8 @@ def write_report(run_dir: Union[RunData, str, Path], n_top: int = 10, qm9_lookup
             lines.append(f'| {key} | `{params[key]}` |')
     wall = _wall_time(run)
     lines.append(f'| wall time | {_fmt(wall)} s |' if wall is not None else '| wall time | unknown |')
-    lines.append(f'| QC utilization, steered phase | {_fmt(utilization, ".2f")}'
-                 f'{f" ({run.n_slots} slots)" if run.n_slots else ""} |')
+    slots = '' if not run.n_slots else f' ({run.n_slots} slot{"s" if run.n_slots > 1 else ""})'
+    lines.append(f'| QC utilization, steered phase | {_fmt(utilization, ".2f")}{slots} |')
     lines.append('')
     if run.summary:
         scalars = {k: v for k, v in run.summary.items() if isinstance(v, (str, int, float, bool)) or v is None}
