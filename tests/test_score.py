@@ -1,0 +1,118 @@
+"""Tests of the group-contribution featurizer and model (moldesign.score)"""
+import pickle
+import time
+
+import numpy as np
+import pytest
+
+from moldesign.chem import count_atoms
+from moldesign.score import OBJECTIVES, OTHER, GroupCountFeaturizer, compute_score, make_model, train_model
+
+
+@pytest.fixture(scope='module')
+def qm9_train():
+    from moldesign.qm9 import sample_molecules
+    return sample_molecules(300, seed=1)
+
+
+@pytest.fixture(scope='module')
+def qm9_test():
+    from moldesign.qm9 import sample_molecules
+    data = sample_molecules(1300, seed=2)
+    return data.iloc[300:]  # Other molecules than the training sample (seed differs too)
+
+
+@pytest.fixture(scope='module')
+def model(qm9_train):
+    return train_model(qm9_train.smiles.tolist(), qm9_train.atomization_energy.tolist())
+
+
+def _counts(featurizer, smiles):
+    row = featurizer.transform([smiles])[0]
+    names = featurizer.get_feature_names_out()
+    return {n: c for n, c in zip(names, row) if c}
+
+
+def test_known_group_counts():
+    feat = GroupCountFeaturizer(atom_types=False).fit(['CCO', 'c1ccccc1', 'CC#N', 'CC(C)=O'])
+    assert _counts(feat, 'CCO') == {'C4(-C4)': 1, 'C4(-C4,-O2)': 1, 'O2(-C4)': 1}
+    assert _counts(feat, 'c1ccccc1') == {'c3(:c3,:c3)': 6}
+    assert _counts(feat, 'CC#N') == {'C4(-C2)': 1, 'C2(#N1,-C4)': 1, 'N1(#C2)': 1}
+    assert _counts(feat, 'CC(C)=O') == {'C4(-C3)': 2, 'C3(-C4,-C4,=O1)': 1, 'O1(=C3)': 1}
+    # Fluoromethane's groups are not in the vocabulary: they go to "other", never dropped
+    assert _counts(feat, 'CF') == {OTHER: 2}
+    assert _counts(feat, 'CCF') == {'C4(-C4)': 1, OTHER: 2}
+
+
+def test_atom_types_level():
+    feat = GroupCountFeaturizer().fit(['CCO'])
+    counts = _counts(feat, 'CCO')
+    assert counts['atom:C4'] == 2 and counts['atom:O2'] == 1
+    # Unknown group: still counted in "other", its atom type still known
+    counts = _counts(feat, 'COC')
+    assert counts[OTHER] == 3 and counts['atom:C4'] == 2 and counts['atom:O2'] == 1
+    names = feat.get_feature_names_out()
+    assert len(names) == len(feat.vocabulary_) and names[-1] == OTHER
+
+
+def test_featurizer_errors():
+    with pytest.raises(ValueError, match='not fitted'):
+        GroupCountFeaturizer().transform(['C'])
+    feat = GroupCountFeaturizer().fit(['C'])
+    with pytest.raises(ValueError, match='RDKit cannot parse'):
+        feat.transform(['C1CC'])
+    with pytest.raises(ValueError, match='single string'):
+        feat.transform('CCO')
+
+
+def test_model_fits_and_predicts(model, qm9_train, qm9_test):
+    # Fitting is fast
+    start = time.perf_counter()
+    train_model(qm9_train.smiles.tolist(), qm9_train.atomization_energy.tolist())
+    assert time.perf_counter() - start < 5  # Generous bound, only to catch pathological slowness
+
+    mean, std = compute_score(model, qm9_test.smiles.tolist())
+    truth = qm9_test.atomization_energy.to_numpy()
+    assert mean.shape == std.shape == truth.shape
+    assert np.all(std > 0)
+    mae = np.abs(mean - truth).mean()
+    assert mae < 30, mae  # Spread of QM9 atomization energies: ~ 230 kcal/mol
+    assert np.corrcoef(mean, truth)[0, 1] > 0.98
+
+    # Per-atom objective: total divided by the atom count with H
+    mean_pa, std_pa = compute_score(model, qm9_test.smiles.tolist()[:20], 'atomization_energy_per_atom')
+    n_atoms = np.array([count_atoms(s) for s in qm9_test.smiles[:20]])
+    assert np.allclose(mean_pa * n_atoms, mean[:20])
+    assert np.allclose(std_pa * n_atoms, std[:20])
+
+    # The model survives pickling (it travels to the workers)
+    copy = pickle.loads(pickle.dumps(model))
+    assert np.allclose(compute_score(copy, ['CCO'])[0], compute_score(model, ['CCO'])[0])
+
+
+def test_unknown_groups_are_less_certain(model):
+    # Fluorine-rich groups are rare in QM9: a molecule made only of unseen groups is more uncertain
+    feat = model['featurizer']
+    known, strange = 'CCCCO', 'FN(F)N(F)F'
+    assert _counts(feat, known).get(OTHER, 0) == 0
+    assert _counts(feat, strange)[OTHER] > 0
+    _, std = compute_score(model, [known, strange])
+    assert std[1] > std[0]
+
+
+def test_compute_score_errors(model):
+    assert OBJECTIVES == ('atomization_energy', 'atomization_energy_per_atom')
+    with pytest.raises(ValueError, match='Unknown objective'):
+        compute_score(model, ['C'], 'homo_lumo_gap')
+    mean, std = compute_score(model, [])
+    assert len(mean) == len(std) == 0
+    with pytest.raises(ValueError, match='at least 2'):
+        train_model(['C'], [-400.])
+    with pytest.raises(ValueError, match='values'):
+        train_model(['C', 'N'], [-400.])
+
+
+def test_additivity(model):
+    # Group contributions are additive: the longer alkane is predicted more negative
+    mean, _ = compute_score(model, ['CCCCCCC', 'CCCCCCCC', 'CCCCCCCCC'])
+    assert mean[0] > mean[1] > mean[2]
