@@ -30,6 +30,7 @@ logger = logging.getLogger('moldesign.run')
 OBJECTIVES = ('atomization_energy', 'atomization_energy_per_atom')
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 DEFAULT_SEARCH_SIZE = 32
+_HARMLESS = ('Serialized object exceeds buffer threshold',)  # Parsl: the MolDQN agent is a few MB; kept in runtime.log
 
 
 class UsageError(ValueError):
@@ -174,7 +175,8 @@ def setup_logging(run_dir: Path, quiet_console: bool) -> None:
     root.addHandler(file_handler)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s', '%H:%M:%S'))
-    console.addFilter(lambda r: r.levelno >= logging.WARNING or (r.name.startswith('moldesign') and not quiet_console))
+    console.addFilter(lambda r: (r.levelno >= logging.WARNING and not r.getMessage().startswith(_HARMLESS))
+                      or (r.name.startswith('moldesign') and not quiet_console))
     root.addHandler(console)
     for noisy in ('parsl', 'colmena', 'proxystore'):
         logging.getLogger(noisy).setLevel(logging.INFO)
@@ -304,17 +306,16 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     server.start()
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    server_error = None
     thinker.progress.start()
     try:
         thinker.start()
         while thinker.is_alive():
             thinker.join(0.5)
-            if not server.is_alive() and thinker.is_alive():
-                server_error = (f'the task server exited unexpectedly (exit code {server.exitcode}); '
-                                f'see {run_dir / "runtime.log"} and {run_dir / "parsl"}')
-                logger.error(server_error)
-                thinker.done.set()
+            if not server.is_alive() and thinker.is_alive() and not thinker.aborted.is_set():
+                message = (f'the task server exited unexpectedly (exit code {server.exitcode}); '
+                           f'see {run_dir / "runtime.log"} and {run_dir / "parsl"}')
+                logger.error(message)
+                thinker.abort(message)
     finally:
         thinker.progress.stop()
         stop_task_server(server, queues, timeout=30)
@@ -323,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     wall_time = time.monotonic() - start
 
-    return finish(run_dir, thinker, params, wall_time, interrupted['signal'], server_error, args.no_report)
+    return finish(run_dir, thinker, params, wall_time, interrupted['signal'], args.no_report)
 
 
 def _default_workers(config_module) -> int:
@@ -344,25 +345,23 @@ def _load_agent(run_dir: Path, params: dict):
     return DQNAgent(seed=params['seed'])
 
 
-def finish(run_dir: Path, thinker, params: dict, wall_time: float, interrupted: Optional[str],
-           server_error: Optional[str], no_report: bool) -> int:
+def finish(run_dir: Path, thinker, params: dict, wall_time: float, interrupted: Optional[str], no_report: bool) -> int:
     """Summarise the run: best molecules, utilization, summary.json, report; choose the exit code"""
     from moldesign.report.report import format_top_table, load_run, qc_utilization, top_molecules, write_report
     from moldesign.store import dump_json
 
-    run = load_run(run_dir)
-    top = top_molecules(run, n=10)
     utilization = qc_utilization(thinker.records, params['parallel_guesses'])
     errors = [f'{type(e).__name__}: {e}' for e in thinker.errors]
-    if server_error:
-        errors.append(server_error)
     summary = {
         'objective': params['objective'], 'evaluated_steered': thinker.n_steered_done,
         'evaluated_total': thinker.n_evaluations, 'failed': thinker.n_failed, 'search_size': params['search_size'],
         'batches': thinker.batches_done, 'qc_utilization': utilization, 'wall_time': wall_time,
         'complete': thinker.n_steered_done >= params['search_size'] and not errors and not interrupted,
-        'interrupted': interrupted, 'errors': errors, 'lost_in_flight': thinker.lost_in_flight, 'top': top,
+        'interrupted': interrupted, 'errors': errors, 'lost_in_flight': thinker.lost_in_flight,
     }
+    dump_json(summary, run_dir / 'summary.json')
+    top = top_molecules(load_run(run_dir), n=10)
+    summary['top'] = top
     dump_json(summary, run_dir / 'summary.json')
 
     print(f'\nTop molecules ({params["objective"]}, kcal/mol) after {thinker.n_evaluations} QC evaluations:')

@@ -66,6 +66,42 @@ def time_limited(func: Callable, seconds: Optional[float]) -> Callable:
     return update_wrapper(wrapper, func)
 
 
+class ThreadSafePipeQueues(PipeQueues):
+    """Colmena's pipe queues, safe when several threads send at once
+
+    Colmena 0.7.2 writes to one ``multiprocessing`` pipe from every thread without a lock: the generator
+    (sending a MolDQN agent of a few MB) and the consumer (sending a QC task) interleave their bytes and
+    the task server dies with ``UnicodeDecodeError``/``UnpicklingError``. The same holds for Parsl's
+    callback threads sending results back. Each direction gets a lock here.
+    """
+
+    def __init__(self, topics: Collection[str] = ()):
+        super().__init__(topics)
+        self._init_locks()
+
+    def _init_locks(self):
+        self._request_lock = threading.Lock()
+        self._result_lock = threading.Lock()
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop('_request_lock', None)
+        state.pop('_result_lock', None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._init_locks()
+
+    def _send_request(self, message: str, topic: str):
+        with self._request_lock:
+            super()._send_request(message, topic)
+
+    def _send_result(self, message: str, topic: str):
+        with self._result_lock:
+            super()._send_result(message, topic)
+
+
 class AuthRedisQueues(RedisQueues):
     """Colmena's Redis queues with a password and a bounded connection time
 
@@ -118,7 +154,7 @@ def make_queues(redis_host: Optional[str] = None, redis_port: int = 6379, redis_
         Queues with topics ``simulator`` and ``ML`` (pickle serialisation)
     """
     if redis_host is None:
-        return PipeQueues(topics=TOPICS)
+        return ThreadSafePipeQueues(topics=TOPICS)
     return AuthRedisQueues(TOPICS, hostname=redis_host, port=redis_port, prefix=prefix, password=redis_password)
 
 
@@ -132,7 +168,15 @@ class TaskServer(ParslTaskServer):
     def run(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        super().run()
+        try:
+            super().run()
+        except BaseException:
+            logger.exception('Task server failed; shutting Parsl down')
+            try:
+                parsl.dfk().cleanup()  # Otherwise the worker pools outlive us
+            except Exception:
+                pass
+            raise
 
     def _cleanup(self):
         parsl.dfk().cleanup()

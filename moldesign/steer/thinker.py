@@ -152,6 +152,7 @@ class MoleculeDesignThinker(BaseThinker):
 
         # Control
         self.stop_requested = threading.Event()  # Set on Ctrl-C/SIGTERM
+        self.aborted = threading.Event()  # Set when no result can come any more (task server died)
         self.initial_done = threading.Event()  # Set when the initial population is submitted (generator may start)
         self.errors: List[BaseException] = []
         self.lost_in_flight: List[str] = []  # Molecules still computing when the drain timed out
@@ -208,6 +209,12 @@ class MoleculeDesignThinker(BaseThinker):
     def request_stop(self) -> None:
         """Stop submitting new work; drain what is running (called from a signal handler)"""
         self.stop_requested.set()
+
+    def abort(self, reason: str) -> None:
+        """Stop at once without waiting for in-flight tasks (their results cannot arrive)"""
+        self.errors.append(RunAborted(reason))
+        self.aborted.set()
+        self.done.set()
 
     @property
     def stopping(self) -> bool:
@@ -325,7 +332,7 @@ class MoleculeDesignThinker(BaseThinker):
                     return
                 if self.n_steered_submitted >= self.search_size:
                     return  # Budget spent (can happen if queued molecules were all duplicates)
-            if drain_deadline is not None and time.monotonic() > drain_deadline:
+            if self.aborted.is_set() or (drain_deadline is not None and time.monotonic() > drain_deadline):
                 self.lost_in_flight = list(self.in_flight)
                 self.logger.warning(f'Gave up waiting for {len(self.lost_in_flight)} QC task(s): '
                                     f'{", ".join(self.lost_in_flight)} (they will be recomputed on restart)')
@@ -363,7 +370,7 @@ class MoleculeDesignThinker(BaseThinker):
         self.progress.update(self.progress_state('steered' if info['phase'] == 'steered' else 'initial'))
 
     # ------------------------------------------------------------------ task generator
-    @agent
+    @agent(startup=True)  # Its normal end (budget spent) must not stop the consumer
     def generator(self):
         """Task generator: train, generate with MolDQN, screen, select, enqueue; over and over"""
         try:
