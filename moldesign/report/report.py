@@ -56,10 +56,11 @@ def top_molecules(run: Union[RunData, str, Path], n: int = 10, qm9_lookup: Union
             ``moldesign.qm9.qm9_atomization_energy`` when available; False/None to skip the look-up
     Returns:
         One dict per molecule, best first, with keys: rank (1-based), smiles, objective_name (the field
-        minimised), formula, objective (value of the run's objective, kcal/mol or kcal/mol per atom), atomization_energy (kcal/mol),
-        atomization_energy_per_atom (kcal/mol), evaluation (1-based QC evaluation at which it was first
-        found), phase, batch, predicted (model prediction, if the model selected it), in_qm9 (bool; None if
-        not looked up) and qm9_atomization_energy (QM9's own value, kcal/mol; None if not in QM9)
+        minimised), formula, objective (value of the run's objective, kcal/mol or kcal/mol per atom),
+        atomization_energy (kcal/mol), atomization_energy_per_atom (kcal/mol), evaluation (1-based QC
+        evaluation at which it was first found), phase, batch, predicted (model prediction, if the model
+        selected it), in_qm9 (bool; None if not looked up) and qm9_atomization_energy (QM9's own value,
+        kcal/mol; None if not in QM9)
     """
     run = _as_run(run)
     best: Dict[str, Dict[str, Any]] = {}
