@@ -109,3 +109,10 @@ def test_missing_program_fails_clearly(program, monkeypatch):
     monkeypatch.setenv('PATH', '/nonexistent')
     with pytest.raises(QCFailure, match=f'{program} not found on PATH: install it'):
         get_backend(program).compute_energy(_water(), get_spec(f'{program}/hf/sto-3g'), relax=False)
+
+
+@pytest.mark.parametrize('program', PROGRAMS)
+def test_unconverged_relaxation_fails_clearly(program):
+    with pytest.raises(QCFailure, match='(?i)converge') as info:
+        get_backend(program).compute_energy(_water(), get_spec(f'{program}/hf/sto-3g', max_steps=1), relax=True)
+    assert '\n' not in str(info.value)

@@ -90,12 +90,28 @@ def _task_config(spec: QCSpec, scratch: str) -> Dict[str, Any]:
 
 
 def _one_line(message: str, limit: int = 300) -> str:
-    """The most informative line of a (long, multi-line) QCEngine error message"""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    for pattern in ('There is an error', 'not yet supported', 'not available', 'basis', 'rror', 'failed', 'Error'):
-        for line in lines:
-            if pattern in line and not line.startswith(('echo', '!!', '-')):
-                return line[:limit]
+    """The most informative line of a (long, multi-line) QCEngine error message
+
+    NWChem ends a failed run with a banner: ``<what failed>  <code>``, details,
+    ``current input line : ...`` and sometimes a hint (``There is an error in ...``).
+    """
+    lines = [' '.join(line.split()) for line in str(message).splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith('current input line'):
+            banner = [line for line in lines[max(0, i - 8):i] if not set(line) <= set('-')]
+            coded = [line for line in banner if line.split()[-1].lstrip('-').isdigit()]
+            what = coded[-1].rsplit(' ', 1)[0] if coded else (banner[-1] if banner else 'NWChem error')
+            hint = next((line for line in lines[i:] if line.startswith(('This type of error', 'There is an error'))), '')
+            return (what + (f' ({hint})' if hint else ''))[:limit]
+    for line in lines:
+        if 'There is an error' in line:
+            return line[:limit]
+    if 'STDERR:' in lines:  # e.g. the MPI launcher refused to start
+        stderr = lines[lines.index('STDERR:') + 1:]
+        stderr = [line for line in stderr[:stderr.index('TRACEBACK:')] if 'TRACEBACK:' in stderr] or stderr
+        stderr = [line for line in stderr if not set(line) <= set('-')]
+        if stderr:
+            return f'{lines[0]} {stderr[0]}'[:limit]
     return (lines[0] if lines else 'unknown error')[:limit]
 
 
@@ -152,8 +168,12 @@ def _check(result: Any, spec: QCSpec, expired: bool, timeout: float) -> None:
     if not getattr(result, 'success', False):
         error = getattr(result, 'error', None)
         kind = getattr(error, 'error_type', 'error')
-        message = getattr(error, 'error_message', str(error))
-        raise QCFailure(f'NWChem {spec.method}/{spec.basis} failed ({kind}): {_one_line(message)}')
+        line = _one_line(getattr(error, 'error_message', str(error)))
+        if line.rstrip().endswith(':'):  # nothing after "QCEngine Unknown Error:": NWChem did not even start
+            launcher = spec.keywords.get('nwchem_mpiexec', DEFAULT_MPIEXEC) if int(spec.keywords.get('nwchem_ranks', 1)) > 1 \
+                else 'nwchem'
+            line = f'NWChem produced no output; check that it starts with the launch command {launcher!r}'
+        raise QCFailure(f'NWChem {spec.method}/{spec.basis} failed ({kind}): {line}')
 
 
 def compute_energy(molecule: qcel.models.Molecule, spec: QCSpec, relax: bool) -> BackendResult:

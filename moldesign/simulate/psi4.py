@@ -6,7 +6,8 @@ psi4 is run as a program, ``psi4 -n <threads> input.dat output.dat``, in a scrat
 as a subprocess with a bounded wall time. The input file is a fixed Python script (psi4 input
 files are Python, "psithon") that reads the molecule and options from ``moldesign_input.json``,
 calls ``psi4.energy`` or ``psi4.optimize`` through psi4's Python API, and writes the energy, the
-final geometry (Bohr), the number of optimiser iterations and psi4's version to
+final geometry (Bohr; for relaxations the geometry and energy of the optimiser's last
+evaluation, taken from ``return_history``), the number of optimiser iterations and psi4's version to
 ``moldesign_result.json`` -- or the one-line error when psi4 raises.
 
 Not QCEngine: QCEngine 0.52's psi4 harness does not work with Debian's psi4 1.3.2 (it asks psi4
@@ -14,7 +15,7 @@ for a QCSchema version that old psi4 does not know: ``KeyError: "Schema name of
 'qcschema_atomic_input' not understood"``), and importing psi4's Python module into our
 interpreter ties us to the Python version psi4 was built for (Debian: the system Python, not
 our virtual environment). The psithon script uses only API calls that psi4 has had since 1.1
-(``geometry``, ``set_options``, ``energy``, ``optimize(return_wfn=..., return_history=...)``),
+(``geometry``, ``set_options``, ``energy``, ``optimize(return_history=True)``),
 so the same path works with Debian's psi4 1.3.2 and with current conda-forge psi4 (1.9+) on a
 cluster, whatever Python the worker runs.
 
@@ -70,6 +71,7 @@ RESULT_NAME = 'moldesign_result.json'
 
 PSITHON_SCRIPT = f'''# moldesign psi4 driver: reads {INPUT_NAME}, writes {RESULT_NAME}
 import json
+import numpy
 import psi4
 
 with open({INPUT_NAME!r}) as fp:
@@ -79,15 +81,21 @@ try:
     psi4.set_memory(task["memory"])
     mol = psi4.geometry(task["geometry"])
     psi4.set_options(task["options"])
+    geometry = None
     if task["relax"]:
-        energy, wfn, history = psi4.optimize(task["method"], molecule=mol, return_wfn=True, return_history=True)
+        energy, history = psi4.optimize(task["method"], molecule=mol, return_history=True)
         n_steps = len(history["energy"])
+        if history.get("coordinates"):  # geometry of the last energy evaluation (Bohr)
+            last = history["coordinates"][-1]
+            geometry = numpy.asarray(getattr(last, "np", last), dtype=float).reshape(-1, 3).tolist()
+            energy = history["energy"][-1]
     else:
-        energy, wfn = psi4.energy(task["method"], molecule=mol, return_wfn=True)
+        energy = psi4.energy(task["method"], molecule=mol)
         n_steps = 0
-    result.update(success=True, energy=float(energy), n_steps=int(n_steps),
-                  symbols=[mol.symbol(i) for i in range(mol.natom())],
-                  geometry=[[float(mol.x(i)), float(mol.y(i)), float(mol.z(i))] for i in range(mol.natom())])
+    if geometry is None:
+        geometry = [[float(mol.x(i)), float(mol.y(i)), float(mol.z(i))] for i in range(mol.natom())]
+    result.update(success=True, energy=float(energy), n_steps=int(n_steps), geometry=geometry,
+                  symbols=[mol.symbol(i) for i in range(mol.natom())])
 except Exception as exc:
     message = " ".join(str(exc).split()) or type(exc).__name__
     result["error"] = type(exc).__name__ + ": " + message
