@@ -195,6 +195,19 @@ def test_qc_utilization_exact(run_dir):
         qc_utilization(records, 0)
 
 
+def test_qc_utilization_restarted_run(run_dir):
+    """The downtime between two sessions (new worker pools after an idle gap) is not available slot time"""
+    records = load_run(run_dir).simulation
+    restarted = [_molecule(f'n{i}', 'CCCCCC', -1800.0, 'steered', 10 + i, 1000, 1010, i, batch=3, rank=i)
+                 for i in range(2)]
+    for record in restarted:
+        record['worker_info']['PARSL_WORKER_POOL_ID'] = 'pool-b'
+    assert qc_utilization(records + restarted, 2) == pytest.approx((35 + 20) / (2 * (20 + 10)))
+    # The same pools after an idle gap: one session, the gap counts as idle time
+    idle = [_molecule('n9', 'CCCCCC', -1800.0, 'steered', 10, 200, 210, 0, batch=3, rank=1)]
+    assert qc_utilization(records + idle, 2) == pytest.approx((35 + 10) / (2 * 110))
+
+
 def test_model_quality(run_dir):
     quality = model_quality(run_dir)
     assert [q['batch'] for q in quality] == [1, 2]

@@ -226,6 +226,38 @@ def worker_label(record: Any) -> Optional[str]:
     return f'{host}/{pool}/{rank}'
 
 
+def _pool(record: Any) -> Optional[str]:
+    info = _get(record, 'worker_info')
+    return None if not info else f'{info.get("hostname")}/{info.get("PARSL_WORKER_POOL_ID")}'
+
+
+def sessions(records: Iterable[Any]) -> List[Tuple[float, float]]:
+    """Time spans of the sessions of a run (a restarted run has several), from its task records
+
+    A new session starts where no task was computing (an idle gap) and the task after the gap ran on
+    a worker pool never seen in the current session (a restart launches new Parsl worker pools).
+
+    Args:
+        records: Records with compute times and worker_info
+    Returns:
+        (first compute_started, last compute_ended) of each session, in time order
+    """
+    tasks = sorted((i, _pool(r)) for r in records if (i := compute_interval(r)) is not None)
+    spans: List[Tuple[float, float]] = []
+    pools: set = set()
+    for (start, end), pool in tasks:
+        if spans and start > spans[-1][1] and pool is not None and pools and pool not in pools:
+            pools = set()  # Restart: idle gap, then new worker pools
+            spans.append((start, end))
+        elif spans:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((start, end))
+        if pool is not None:
+            pools.add(pool)
+    return spans
+
+
 def qc_utilization(records: Iterable[Any], n_slots: int, phase: Optional[str] = 'steered',
                    start: Optional[float] = None, end: Optional[float] = None) -> float:
     """Fraction of the available QC slot time spent computing
@@ -234,6 +266,8 @@ def qc_utilization(records: Iterable[Any], n_slots: int, phase: Optional[str] = 
     (n_slots * length of the window). The window runs from the first compute_started to the last
     compute_ended of those records, unless ``start``/``end`` are given (e.g. ``end=time.time()`` for
     "utilization so far"); task intervals are clipped to the window. Failed tasks count: they held a slot.
+    Without an explicit window, the downtime between the sessions of a restarted run (see
+    :func:`sessions`) is left out of the available time.
 
     Args:
         records: QC records (dictionaries from simulation_records.jsonld, or Colmena Results)
@@ -248,16 +282,20 @@ def qc_utilization(records: Iterable[Any], n_slots: int, phase: Optional[str] = 
     """
     if n_slots is None or n_slots <= 0:
         raise ValueError(f'n_slots must be a positive number of QC slots, got {n_slots!r}')
-    intervals = [compute_interval(r) for r in records if phase is None or record_phase(r) == phase]
-    intervals = [i for i in intervals if i is not None]
-    if not intervals:
+    selected = [r for r in records if (phase is None or record_phase(r) == phase) and compute_interval(r)]
+    if not selected:
         return math.nan
-    window_start = min(s for s, _ in intervals) if start is None else start
-    window_end = max(e for _, e in intervals) if end is None else end
-    if window_end <= window_start:
+    intervals = [compute_interval(r) for r in selected]
+    if start is None and end is None:
+        windows = sessions(selected)
+    else:
+        windows = [(min(s for s, _ in intervals) if start is None else start,
+                    max(e for _, e in intervals) if end is None else end)]
+    available = n_slots * sum(max(0., e - s) for s, e in windows)
+    if available <= 0:
         return math.nan
-    busy = sum(max(0., min(e, window_end) - max(s, window_start)) for s, e in intervals)
-    return busy / (n_slots * (window_end - window_start))
+    busy = sum(max(0., min(e, w_end) - max(s, w_start)) for s, e in intervals for w_start, w_end in windows)
+    return busy / available
 
 
 def record_objective(record: Dict[str, Any], objective: str) -> Optional[float]:
