@@ -101,7 +101,8 @@ def _one_line(message: str, limit: int = 300) -> str:
             banner = [line for line in lines[max(0, i - 8):i] if not set(line) <= set('-')]
             coded = [line for line in banner if line.split()[-1].lstrip('-').isdigit()]
             what = coded[-1].rsplit(' ', 1)[0] if coded else (banner[-1] if banner else 'NWChem error')
-            hint = next((line for line in lines[i:] if line.startswith(('This type of error', 'There is an error'))), '')
+            hints = [line for line in lines[i:] if line.startswith(('This type of error', 'There is an error'))]
+            hint = hints[0] if hints else ''
             return (what + (f' ({hint})' if hint else ''))[:limit]
     for line in lines:
         if 'There is an error' in line:
@@ -170,8 +171,8 @@ def _check(result: Any, spec: QCSpec, expired: bool, timeout: float) -> None:
         kind = getattr(error, 'error_type', 'error')
         line = _one_line(getattr(error, 'error_message', str(error)))
         if line.rstrip().endswith(':'):  # nothing after "QCEngine Unknown Error:": NWChem did not even start
-            launcher = spec.keywords.get('nwchem_mpiexec', DEFAULT_MPIEXEC) if int(spec.keywords.get('nwchem_ranks', 1)) > 1 \
-                else 'nwchem'
+            ranks = int(spec.keywords.get('nwchem_ranks', 1))
+            launcher = spec.keywords.get('nwchem_mpiexec', DEFAULT_MPIEXEC) if ranks > 1 else 'nwchem'
             line = f'NWChem produced no output; check that it starts with the launch command {launcher!r}'
         raise QCFailure(f'NWChem {spec.method}/{spec.basis} failed ({kind}): {line}')
 
