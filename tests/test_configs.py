@@ -1,0 +1,174 @@
+"""Parsl configurations in config/: each builds without a scheduler, has executors ``qc`` and ``ml``,
+and the task server routes QC methods to ``qc`` and ML methods to ``ml``.
+
+Nothing here submits a job or starts Parsl: fake ``sbatch``/``qsub`` (and friends) on ``PATH`` record any call.
+"""
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from colmena.queue import PipeQueues
+from parsl.executors import HighThroughputExecutor
+from parsl.launchers import MpiExecLauncher, SimpleLauncher, SrunLauncher
+from parsl.providers import LocalProvider, PBSProProvider, SlurmProvider
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import run  # noqa: E402  (run.py at the repository root)
+from moldesign.steer.server import ML_METHODS, QC_METHODS, TOPICS, make_task_server  # noqa: E402
+
+CONFIG_NAMES = sorted(p.stem for p in (REPO / 'config').glob('*.py') if not p.stem.startswith('_'))
+CLUSTER = {  # name -> (provider type, launcher type of qc, launcher type of ml)
+    'polaris': (PBSProProvider, MpiExecLauncher, SimpleLauncher),
+    'slurm': (SlurmProvider, SrunLauncher, SimpleLauncher),
+}
+SCHEDULER_COMMANDS = ('sbatch', 'squeue', 'scancel', 'srun', 'qsub', 'qstat', 'qdel', 'mpiexec')
+OMP_EXPORT = re.compile(r'\bexport\b[^;\n]*\bOMP_NUM_THREADS=(\d+)')
+
+
+@pytest.fixture
+def fake_scheduler(tmp_path, monkeypatch):
+    """Put scheduler commands on PATH that only record that they were called; returns the record file"""
+    bindir = tmp_path / 'fakebin'
+    bindir.mkdir()
+    record = tmp_path / 'scheduler_calls.txt'
+    for name in SCHEDULER_COMMANDS:
+        script = bindir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{record}"\nexit 1\n')
+        script.chmod(0o755)
+    monkeypatch.setenv('PATH', f'{bindir}{os.pathsep}{os.environ.get("PATH", "")}')
+    return record
+
+
+def _build(name: str, run_dir: Path, qc_workers: int = None):
+    module = run.load_config_module(name)
+    if qc_workers is None:
+        qc_workers = module.default_qc_workers() if hasattr(module, 'default_qc_workers') else 1
+    return module, module.make_config(run_dir, qc_workers, 1)
+
+
+def _omp_threads(executor: HighThroughputExecutor) -> int:
+    match = OMP_EXPORT.search(executor.provider.worker_init)
+    assert match, f'{executor.label}: worker_init does not export OMP_NUM_THREADS: {executor.provider.worker_init!r}'
+    return int(match.group(1))
+
+
+def test_known_configs_present():
+    assert {'local', 'polaris', 'slurm'} <= set(CONFIG_NAMES)
+
+
+@pytest.mark.parametrize('name', CONFIG_NAMES)
+def test_config_builds_without_submitting(name, tmp_path, fake_scheduler):
+    module, config = _build(name, tmp_path / 'run')
+
+    assert sorted(e.label for e in config.executors) == ['ml', 'qc']
+    assert all(isinstance(e, HighThroughputExecutor) for e in config.executors)
+    assert Path(config.run_dir) == tmp_path / 'run' / 'parsl'
+    assert config.retries >= 1
+    for executor in config.executors:
+        assert _omp_threads(executor) >= 1
+    if hasattr(module, 'default_qc_workers'):
+        assert isinstance(module.default_qc_workers(), int) and module.default_qc_workers() >= 1
+        assert run._default_workers(module) == module.default_qc_workers()
+    assert 'HighThroughputExecutor' in repr(config)  # run.py writes repr(config) to parsl_config.txt
+
+    # Nothing was submitted: no scheduler command ran, no job is known to any provider
+    assert not fake_scheduler.exists(), fake_scheduler.read_text()
+    assert all(not e.provider.resources for e in config.executors)
+    assert not (tmp_path / 'run').exists()  # Parsl creates run_dir only when loaded
+
+
+@pytest.mark.parametrize('name', sorted(CLUSTER))
+def test_cluster_config_providers_and_encryption(name, tmp_path):
+    module, config = _build(name, tmp_path)
+    provider_type, qc_launcher, ml_launcher = CLUSTER[name]
+    executors = {e.label: e for e in config.executors}
+
+    for executor in executors.values():
+        assert executor.encrypted is True
+        assert isinstance(executor.provider, provider_type)
+        assert module.ENV_ACTIVATION in executor.provider.worker_init
+        assert executor.provider.walltime == module.WALLTIME
+        assert executor.provider.max_blocks == 1  # Never a second job per executor
+    assert isinstance(executors['qc'].provider.launcher, qc_launcher)
+    assert isinstance(executors['ml'].provider.launcher, ml_launcher)
+    assert executors['qc'].provider.nodes_per_block == module.NODES
+    assert executors['ml'].provider.nodes_per_block == 1
+
+    # Workers per node follow the editable constants; OMP_NUM_THREADS is the QC threads per worker
+    assert executors['qc'].workers_per_node == module.CORES_PER_NODE // module.QC_THREADS_PER_WORKER
+    assert _omp_threads(executors['qc']) == module.QC_THREADS_PER_WORKER
+    assert module.default_qc_workers() == module.NODES * executors['qc'].workers_per_node
+
+
+@pytest.mark.parametrize('name', sorted(CLUSTER))
+def test_cluster_constants_take_effect(name, tmp_path, monkeypatch):
+    module = run.load_config_module(name)
+    monkeypatch.setattr(module, 'NODES', 3)
+    monkeypatch.setattr(module, 'QC_THREADS_PER_WORKER', 8)
+    monkeypatch.setattr(module, 'WALLTIME', '02:30:00')
+    config = module.make_config(tmp_path, module.default_qc_workers(), ml_workers=2)
+    executors = {e.label: e for e in config.executors}
+
+    assert module.default_qc_workers() == 3 * (module.CORES_PER_NODE // 8)
+    assert executors['qc'].provider.nodes_per_block == 3
+    assert executors['qc'].workers_per_node == module.CORES_PER_NODE // 8
+    assert _omp_threads(executors['qc']) == 8
+    assert executors['ml'].workers_per_node == 2
+    assert _omp_threads(executors['ml']) == module.CORES_PER_NODE // 2
+    assert all(e.provider.walltime == '02:30:00' for e in config.executors)
+
+
+@pytest.mark.parametrize('threads', [1, 3, 4, 8, 32])
+def test_polaris_qc_workers_pinned_to_disjoint_cores(threads, tmp_path, monkeypatch):
+    module = run.load_config_module('polaris')
+    monkeypatch.setattr(module, 'QC_THREADS_PER_WORKER', threads)
+    qc = {e.label: e for e in module.make_config(tmp_path, 4).executors}['qc']
+
+    kind, *workers = qc.cpu_affinity.split(':')
+    assert kind == 'list' and len(workers) == qc.workers_per_node == 32 // threads
+    cores = []
+    for spec in workers:
+        first, _, last = spec.partition('-')
+        mine = list(range(int(first), int(last or first) + 1))
+        assert len(mine) == threads  # As many physical cores as OpenMP threads
+        cores += mine
+    assert len(set(cores)) == len(cores) and max(cores) < module.CORES_PER_NODE  # Disjoint, no hyperthreads
+    # Parsl's worker sizes its pool from hardware threads: it must not start fewer workers than the list has
+    assert module.HW_THREADS_PER_NODE // qc.cores_per_worker >= len(workers)
+
+
+def test_bad_arguments_and_interface_give_clear_errors(tmp_path, monkeypatch):
+    for name in sorted(CLUSTER):
+        module = run.load_config_module(name)
+        with pytest.raises(ValueError, match='at least one QC'):
+            module.make_config(tmp_path, 0)
+    slurm = run.load_config_module('slurm')
+    monkeypatch.setattr(slurm, 'INTERFACE', 'nosuchif0')
+    with pytest.raises(ValueError, match="no network interface 'nosuchif0'"):
+        slurm.make_config(tmp_path, 1)
+    # Polaris falls back to the host name off Polaris (no bond0 here), so the config can be inspected anywhere
+    polaris = run.load_config_module('polaris')
+    monkeypatch.setattr(polaris, 'INTERFACE', 'nosuchif0')
+    assert all(e.address for e in polaris.make_config(tmp_path, 1).executors)
+
+
+@pytest.mark.parametrize('name', CONFIG_NAMES)
+def test_task_server_routes_methods_to_executors(name, tmp_path):
+    _, config = _build(name, tmp_path)
+    queues = PipeQueues(topics=list(TOPICS))
+    server = make_task_server(queues, config)  # Not started: no Parsl, no process
+    routes = {method: list(app.executors) for method, (app, _) in server.methods_.items()}
+
+    assert set(routes) == set(QC_METHODS) | set(ML_METHODS)
+    assert set(QC_METHODS) == {'compute_reference_energy', 'compute_atomization_energy'}
+    assert set(ML_METHODS) == {'generate_molecules', 'compute_score'}
+    for method in QC_METHODS:
+        assert routes[method] == ['qc'], method
+    for method in ML_METHODS:
+        assert routes[method] == ['ml'], method
+    assert server.pid is None
