@@ -15,6 +15,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import math
 import multiprocessing
 import os
 import pickle
@@ -98,6 +99,9 @@ def make_parser() -> argparse.ArgumentParser:
                          help='Wall-time limit of one QC task in seconds (0: none); a task over it is recorded as failed')
     compute.add_argument('--qc-retries', type=_non_negative_int, default=0,
                          help='Times to retry a failed QC task (worker deaths are retried once by Parsl regardless)')
+    compute.add_argument('--batch-baseline', action='store_true',
+                         help='Benchmark baseline: do not interleave; the generator waits until its previous '
+                              'selection is evaluated, so QC idles while ML runs')
     compute.add_argument('--shutdown-timeout', type=_non_negative_float, default=60,
                          help='Seconds to wait for in-flight QC tasks after Ctrl-C or SIGTERM')
 
@@ -246,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
             'parallel_guesses': parallel, 'batch_size': args.batch_size or max(16, 4 * parallel),
             'rl_episodes': args.rl_episodes, 'rl_steps': args.rl_steps, 'qc': qc_spec.name, 'seed': args.seed,
             'config': args.config, 'qc_timeout': args.qc_timeout, 'qc_retries': args.qc_retries,
-            'redishost': args.redishost, 'redisport': args.redisport if args.redishost else None,
+            'interleave': not args.batch_baseline, 'redishost': args.redishost, 'redisport': args.redisport if args.redishost else None,
         }
         run_dir = args.out_dir / make_run_name(params)
         run_dir.mkdir(parents=True, exist_ok=False)
@@ -284,7 +288,8 @@ def run(args: argparse.Namespace) -> int:
         rl_options={'max_steps': params['rl_steps']} if params.get('rl_steps') else {},
         reference_energies=reference_energies, previous_records=previous_records, start_batch=start_batch,
         seed=params['seed'], progress=ProgressReporter(enabled=not args.quiet),
-        shutdown_timeout=args.shutdown_timeout, qc_max_retries=params.get('qc_retries', 0))
+        shutdown_timeout=args.shutdown_timeout, qc_max_retries=params.get('qc_retries', 0),
+        interleave=params.get('interleave', True))
 
     interrupted = {'count': 0, 'signal': None}
 
@@ -366,7 +371,7 @@ def finish(run_dir: Path, thinker, params: dict, wall_time: float, interrupted: 
 
     print(f'\nTop molecules ({params["objective"]}, kcal/mol) after {thinker.n_evaluations} QC evaluations:')
     print(format_top_table(top))
-    util_text = f'{utilization:.3f}' if utilization is not None else 'n/a'
+    util_text = f'{utilization:.3f}' if utilization is not None and math.isfinite(utilization) else 'n/a'
     print(f'QC worker utilization (steered phase): {util_text}; wall time {wall_time:.1f} s')
     if not no_report:
         try:

@@ -100,6 +100,8 @@ class MoleculeDesignThinker(BaseThinker):
         progress: Live progress display
         shutdown_timeout: Seconds to wait for in-flight QC tasks after a stop request
         qc_max_retries: Colmena retries of a failed QC task (0: failures are recorded, not retried)
+        interleave: Run the generator while QC runs (the application). False gives the batch baseline of
+            the benchmarks: the generator waits until its previous selection is evaluated (QC idles during ML)
     """
 
     def __init__(self,
@@ -120,8 +122,10 @@ class MoleculeDesignThinker(BaseThinker):
                  seed: int = 0,
                  progress: Optional[ProgressReporter] = None,
                  shutdown_timeout: float = 60.,
-                 qc_max_retries: int = 0):
+                 qc_max_retries: int = 0,
+                 interleave: bool = True):
         super().__init__(queues, daemon=True)
+        self.interleave = interleave
         self.store = store
         self.qc_spec = qc_spec
         self.objective = objective
@@ -385,6 +389,9 @@ class MoleculeDesignThinker(BaseThinker):
                 return
         consecutive_failures = 0
         while not self.stopping and self._budget_left() > 0:
+            if not self.interleave and (len(self.queue) or self.in_flight):
+                time.sleep(0.01)  # Batch baseline: wait until the previous selection is evaluated
+                continue
             with self.lock:
                 train = [(s, v['atomization_energy']) for s, v in self.database.items()
                          if v['success'] and v['atomization_energy'] is not None]
