@@ -203,6 +203,22 @@ def test_embedding_best_of_several_conformers():
     assert molecule.molecular_charge == 0 and molecule.molecular_multiplicity == 1
 
 
+def test_cage_embeds_through_stereoisomers():
+    symbols, coords = generate_conformer('C1OC23CCC2OC1C3')  # stereo-free key does not embed directly
+    assert len(symbols) == 19 and np.isfinite(coords).all()
+    with pytest.raises(QCFailure, match='could not embed'):
+        generate_conformer('O=C1CC23CC4C2NC143')  # a QM9 cage RDKit cannot embed at all
+
+
+def test_starting_geometry(xtb_spec, xtb_refs):
+    water = compute_atomization_energy('O', xtb_spec, xtb_refs)
+    xyz = '3\nwater\nH 0.76 0.59 0\nO 0 0 0\nH -0.76 0.59 0\n'  # atoms in another order
+    again = compute_atomization_energy('O', xtb_spec, xtb_refs, xyz=xyz)
+    assert again.atomization_energy == pytest.approx(water.atomization_energy, abs=0.01)
+    with pytest.raises(ValueError, match='starting geometry'):
+        compute_atomization_energy('C', xtb_spec, xtb_refs, xyz=xyz)
+
+
 def test_tasks_are_picklable(xtb_spec, xtb_refs):
     f = pickle.loads(pickle.dumps(compute_atomization_energy))
     spec = pickle.loads(pickle.dumps(xtb_spec))

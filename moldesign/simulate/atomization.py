@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from typing import Dict, Iterator, Mapping, Optional
 
 import numpy as np
@@ -27,7 +28,7 @@ from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
 from moldesign.chem import ALLOWED_ELEMENTS, count_elements, parse_smiles, validate_smiles
 from moldesign.simulate.base import SPIN_MULTIPLICITY, QCFailure, QCSpec, get_backend
-from moldesign.simulate.embed import N_CONFORMERS, qcel_to_xyz, smiles_to_molecule, to_qcel
+from moldesign.simulate.embed import N_CONFORMERS, from_xyz, qcel_to_xyz, smiles_to_molecule, to_qcel
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def compute_reference_energy(element: str, spec: QCSpec) -> float:
 
 
 def compute_atomization_energy(smiles: str, spec: QCSpec, reference_energies: Mapping[str, float],
-                               n_conformers: int = N_CONFORMERS, seed: int = 1) -> AtomizationRecord:
+                               n_conformers: int = N_CONFORMERS, seed: int = 1,
+                               xyz: Optional[str] = None) -> AtomizationRecord:
     """Relax a molecule and compute its atomization energy
 
     The starting geometry is the lowest-MMFF-energy conformer of several seeded RDKit ETKDG
@@ -124,6 +126,8 @@ def compute_atomization_energy(smiles: str, spec: QCSpec, reference_energies: Ma
             e.g. ``{"H": -0.4293, "C": -1.8386, ...}`` (from :func:`compute_reference_energy`)
         n_conformers: Number of ETKDG conformers embedded to pick the starting geometry
         seed: Random seed of the embedding
+        xyz: Starting geometry (XYZ-file text, Angstrom, atoms in any order) instead of an RDKit embedding,
+            e.g. QM9's geometry for cages RDKit cannot embed
     Returns:
         The record of the molecule
     Raises:
@@ -139,7 +143,14 @@ def compute_atomization_energy(smiles: str, spec: QCSpec, reference_energies: Ma
     if missing:
         raise ValueError(f'No reference energy for element(s) {", ".join(missing)} (spec {spec.name})')
 
-    molecule = smiles_to_molecule(smiles, n_conformers=n_conformers, seed=seed)
+    if xyz is None:
+        molecule = smiles_to_molecule(smiles, n_conformers=n_conformers, seed=seed)
+    else:
+        symbols, coords = from_xyz(xyz)
+        if Counter(symbols) != Counter(counts):
+            raise ValueError(f'{smiles}: the starting geometry has atoms {dict(Counter(symbols))}, '
+                             f'the molecule {counts}')
+        molecule = to_qcel(symbols, coords)
     with scratch_directory():
         if spec.geometry_spec is not None:
             geometry_spec = spec.geometry_spec

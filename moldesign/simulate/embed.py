@@ -13,6 +13,7 @@ import numpy as np
 import qcelemental as qcel
 from rdkit import Chem
 from rdkit.Chem import AllChem
+from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
 
 from moldesign.chem import parse_smiles
 from moldesign.simulate.base import QCFailure
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 N_CONFORMERS = 10
 """Default number of ETKDG conformers embedded per molecule"""
+MAX_STEREOISOMERS = 16
+"""Stereoisomers tried, one after the other, when the stereo-free molecule does not embed"""
 
 
 def generate_conformer(smiles: str, n_conformers: int = N_CONFORMERS, seed: int = 1,
@@ -38,14 +41,23 @@ def generate_conformer(smiles: str, n_conformers: int = N_CONFORMERS, seed: int 
     Raises:
         QCFailure: if RDKit cannot embed the molecule in 3D
     """
-    mol = Chem.AddHs(parse_smiles(smiles))
+    parsed = parse_smiles(smiles)
+    mol = Chem.AddHs(parsed)
     params = AllChem.ETKDGv3()
     params.randomSeed = seed
     params.numThreads = 1
     conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
-    if not conf_ids:  # Retry with random coordinates, which helps cages and small rings
-        params.useRandomCoords = True
-        conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
+    if not conf_ids:
+        # Cages: our keys carry no stereo and RDKit may pick impossible ring-fusion stereo; try each stereoisomer
+        options = StereoEnumerationOptions(unique=True, maxIsomers=MAX_STEREOISOMERS)
+        for isomer in EnumerateStereoisomers(parsed, options=options):
+            mol = Chem.AddHs(isomer)
+            if AllChem.EmbedMolecule(mol, params) < 0:  # One attempt first: failures are slow
+                continue
+            conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
+            if conf_ids:
+                logger.debug(f'{smiles}: embedded as stereoisomer {Chem.MolToSmiles(isomer)}')
+                break
     if not conf_ids:
         raise QCFailure(f'{smiles}: RDKit could not embed the molecule in 3D')
 
