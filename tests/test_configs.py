@@ -172,3 +172,87 @@ def test_task_server_routes_methods_to_executors(name, tmp_path):
     for method in ML_METHODS:
         assert routes[method] == ['ml'], method
     assert server.pid is None
+
+
+# ---------------------------------------------------------------------- a Slurm job on a fake scheduler
+FAKE_SLURM = {
+    # sbatch: run the job script in the background, in its own session, as Slurm would on the first node
+    'sbatch': r'''#!/bin/bash
+dir="$FAKE_SLURM_DIR"; id=$(( $(cat "$dir/next" 2>/dev/null || echo 100) + 1 )); echo $id > "$dir/next"
+name=$(sed -n 's/^#SBATCH --job-name=//p' "$1")
+SLURM_JOB_ID=$id SLURM_JOB_NAME=$name SLURM_CPUS_ON_NODE=$(nproc) SLURM_JOB_NUM_NODES=1 \
+  setsid bash "$1" > "$dir/job-$id.out" 2>&1 < /dev/null &
+echo $! > "$dir/job-$id.pid"
+echo "Submitted batch job $id"
+''',
+    'sacct': '#!/bin/sh\nexit 1\n',  # "accounting disabled": Parsl falls back to squeue
+    'squeue': r'''#!/bin/bash
+for id in $(echo "$@" | sed -n "s/.*--job '\{0,1\}\([0-9,]*\).*/\1/p" | tr , ' '); do
+  pid=$(cat "$FAKE_SLURM_DIR/job-$id.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null && echo "$id R"
+done
+exit 0
+''',
+    'scancel': r'''#!/bin/bash
+for id in "$@"; do pid=$(cat "$FAKE_SLURM_DIR/job-$id.pid" 2>/dev/null) && kill -- -"$pid" 2>/dev/null; done
+exit 0
+''',
+    # srun: start --ntasks copies of the command and record the options it was given
+    'srun': r'''#!/bin/bash
+echo "srun $*" >> "$FAKE_SLURM_DIR/srun.log"; n=1; args=()
+while [ $# -gt 0 ]; do case "$1" in --ntasks) n=$2; shift 2;; -*) shift;; *) args+=("$@"); break;; esac; done
+for i in $(seq "$n"); do "${args[@]}" & done; wait
+''',
+}
+
+WORKER_PROBE = '''
+import json, os, sys
+import parsl
+from parsl import python_app
+sys.path.insert(0, sys.argv[1])
+import run
+module = run.load_config_module('slurm')
+module.ENV_ACTIVATION = 'export PATH=' + os.path.dirname(sys.executable) + ':$PATH'
+module.PARTITION, module.CORES_PER_NODE, module.QC_THREADS_PER_WORKER = 'debug', 2, 2
+config = module.make_config(sys.argv[2], module.default_qc_workers())
+
+def probe():
+    import os
+    return {'omp': os.environ.get('OMP_NUM_THREADS'), 'rank': os.environ.get('PARSL_WORKER_RANK')}
+
+parsl.load(config)
+try:
+    out = {label: python_app(probe, executors=[label])().result(timeout=120) for label in ('qc', 'ml')}
+    out['qc_workers'] = module.default_qc_workers()
+    print('RESULT ' + json.dumps(out))
+finally:
+    parsl.dfk().cleanup()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_slurm_config_runs_tasks_on_fake_slurm(tmp_path):
+    """The Slurm job script, srun launch line and worker_init give workers with the configured threads"""
+    import subprocess
+    bindir = tmp_path / 'bin'
+    bindir.mkdir()
+    for name, text in FAKE_SLURM.items():
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    env = dict(os.environ, FAKE_SLURM_DIR=str(tmp_path),
+               PATH=f'{bindir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get("PATH", "")}')
+    script = tmp_path / 'probe.py'
+    script.write_text(WORKER_PROBE)
+    proc = subprocess.run([sys.executable, str(script), str(REPO), str(tmp_path / 'run')], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=240)
+    jobs = '\n'.join(p.read_text()[-2000:] for p in tmp_path.glob('job-*.out'))
+    assert proc.returncode == 0, proc.stderr[-3000:] + jobs
+    import json
+    result = json.loads(proc.stdout.split('RESULT ', 1)[1])
+    assert result['qc']['omp'] == '2'  # QC_THREADS_PER_WORKER reached the task
+    assert result['ml']['omp'] == '2'  # CORES_PER_NODE // ml_workers
+    assert result['qc_workers'] == 1
+    srun = (tmp_path / 'srun.log').read_text()
+    assert '--ntasks-per-node=1' in srun and '--cpus-per-task=2' in srun  # the QC job used srun, once per node
+    assert len(srun.splitlines()) == 1  # the ML job (SimpleLauncher) did not
+    assert (tmp_path / 'run' / 'parsl' / '000' / 'submit_scripts').is_dir()
