@@ -32,7 +32,7 @@ class Transition:
     """One step in the replay memory
 
     Attributes:
-        bits: Fingerprint on-bits of the molecule the action produced
+        bits: Fingerprint of the molecule the action produced: (on-bits, values)
         steps_left: Steps left after the action
         reward: Reward received for reaching that molecule
         done: Whether it was the last step of the episode
@@ -41,7 +41,7 @@ class Transition:
 
     __slots__ = ('bits', 'steps_left', 'reward', 'done', 'next_actions')
 
-    def __init__(self, bits: np.ndarray, steps_left: int, reward: float, done: bool,
+    def __init__(self, bits: Tuple[np.ndarray, np.ndarray], steps_left: int, reward: float, done: bool,
                  next_actions: Optional[ActionSet]):
         self.bits = bits
         self.steps_left = steps_left
@@ -53,13 +53,6 @@ class Transition:
 def _glorot(rng: np.random.Generator, n_in: int, n_out: int) -> np.ndarray:
     limit = np.sqrt(6.0 / (n_in + n_out))
     return rng.uniform(-limit, limit, size=(n_in, n_out)).astype(np.float32)
-
-
-def _to_csr(rows: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    indptr = np.zeros(len(rows) + 1, dtype=np.int32)
-    indptr[1:] = np.cumsum([len(r) for r in rows])
-    indices = np.concatenate(rows).astype(np.int32) if len(rows) else np.zeros(0, dtype=np.int32)
-    return indices, indptr
 
 
 class DQNAgent:
@@ -167,14 +160,14 @@ class DQNAgent:
 
     # ----- Numpy forward pass
     @staticmethod
-    def _forward(weights: List[np.ndarray], indices: np.ndarray, indptr: np.ndarray,
+    def _forward(weights: List[np.ndarray], indices: np.ndarray, data: np.ndarray, indptr: np.ndarray,
                  steps_left: np.ndarray) -> np.ndarray:
-        """Q-values of a batch of molecules given as sparse fingerprints"""
+        """Q-values of a batch of molecules given as sparse fingerprints (CSR layout)"""
         n = len(indptr) - 1
-        x = sparse.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+        x = sparse.csr_matrix((data, indices, indptr),
                               shape=(n, FINGERPRINT_LENGTH + 1))
         w0 = weights[0]
-        h = np.asarray(x @ w0) + np.outer(steps_left * STEPS_SCALE, w0[-1]) + weights[1]
+        h = np.asarray(x @ w0) + np.outer(steps_left.astype(np.float32) * STEPS_SCALE, w0[-1]) + weights[1]
         for k in range(2, len(weights), 2):
             h = np.maximum(h, 0, out=h)
             h = h @ weights[k] + weights[k + 1]
@@ -191,7 +184,7 @@ class DQNAgent:
             One value per action
         """
         weights = self.target_weights if target else self.weights
-        return self._forward(weights, actions.indices, actions.indptr,
+        return self._forward(weights, actions.indices, actions.data, actions.indptr,
                              np.full(len(actions), steps_left, dtype=np.float32))
 
     def select_action(self, actions: ActionSet, steps_left: int, rng: random.Random,
@@ -267,15 +260,16 @@ class DQNAgent:
             rows, steps, sizes = [], [], []
             for k in live:
                 acts = batch[k].next_actions
-                rows.append((acts.indices, acts.indptr))
+                rows.append((acts.indices, acts.indptr, acts.data))
                 steps.append(np.full(len(acts), batch[k].steps_left - 1, dtype=np.float32))
                 sizes.append(len(acts))
             offsets = np.cumsum([0] + [len(r[0]) for r in rows[:-1]])
             indices = np.concatenate([r[0] for r in rows])
+            data = np.concatenate([r[2] for r in rows])
             indptr = np.concatenate([[0]] + [r[1][1:] + o for r, o in zip(rows, offsets)]).astype(np.int32)
             steps = np.concatenate(steps)
-            q_online = self._forward(self.weights, indices, indptr, steps)
-            q_target = self._forward(self.target_weights, indices, indptr, steps)
+            q_online = self._forward(self.weights, indices, data, indptr, steps)
+            q_target = self._forward(self.target_weights, indices, data, indptr, steps)
             start = 0
             for k, size in zip(live, sizes):
                 best = start + int(np.argmax(q_online[start:start + size]))
@@ -284,7 +278,7 @@ class DQNAgent:
 
         x = np.zeros((len(batch), FINGERPRINT_LENGTH + 1), dtype=np.float32)
         for k, t in enumerate(batch):
-            x[k, t.bits] = 1.0
+            x[k, t.bits[0]] = t.bits[1]
             x[k, -1] = t.steps_left * STEPS_SCALE
         loss = float(train_fn(x, targets))
 

@@ -46,22 +46,25 @@ class ActionSet:
     Attributes:
         smiles: Canonical SMILES of the products
         indices: On-bits of all products' Morgan fingerprints, concatenated (int32)
+        data: Value of each on-bit (float32): its count, or 1 for bit fingerprints
         indptr: Row pointers into ``indices`` (length ``len(smiles) + 1``)
     """
 
-    __slots__ = ('smiles', 'indices', 'indptr')
+    __slots__ = ('smiles', 'indices', 'data', 'indptr')
 
-    def __init__(self, smiles: Tuple[str, ...], indices: np.ndarray, indptr: np.ndarray):
+    def __init__(self, smiles: Tuple[str, ...], indices: np.ndarray, data: np.ndarray, indptr: np.ndarray):
         self.smiles = smiles
         self.indices = indices
+        self.data = data
         self.indptr = indptr
 
     def __len__(self) -> int:
         return len(self.smiles)
 
-    def row(self, i: int) -> np.ndarray:
-        """On-bits of the fingerprint of product ``i``"""
-        return self.indices[self.indptr[i]:self.indptr[i + 1]]
+    def row(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+        """On-bits of the fingerprint of product ``i`` and their values"""
+        start, end = self.indptr[i], self.indptr[i + 1]
+        return self.indices[start:end], self.data[start:end]
 
 
 class MoleculeEnv:
@@ -74,13 +77,15 @@ class MoleculeEnv:
         allow_removal: Whether bonds may be lowered or removed
         allow_no_modification: Whether "keep the molecule" is an action
         allow_bonds_between_rings: Whether a new bond may join two atoms that are both in rings
+        count_fingerprint: Use Morgan count fingerprints (how many times each environment occurs), so
+            that the network can tell a C8 chain from a C9 chain; False: bit fingerprints as in MolDQN
         cache_size: Number of states whose action sets are cached
     """
 
     def __init__(self, atom_types: Sequence[str] = HEAVY_ELEMENTS, max_heavy_atoms: int = MAX_HEAVY_ATOMS,
                  allowed_ring_sizes: Sequence[int] = (3, 4, 5, 6, 7), allow_removal: bool = True,
                  allow_no_modification: bool = True, allow_bonds_between_rings: bool = True,
-                 cache_size: int = 20000):
+                 count_fingerprint: bool = True, cache_size: int = 20000):
         unknown = set(atom_types) - set(MAX_VALENCE)
         if unknown:
             raise ValueError(f'Atom types {sorted(unknown)} are not heavy elements of the search space '
@@ -93,6 +98,7 @@ class MoleculeEnv:
         self.allow_removal = allow_removal
         self.allow_no_modification = allow_no_modification
         self.allow_bonds_between_rings = allow_bonds_between_rings
+        self.count_fingerprint = count_fingerprint
         self.cache_size = cache_size
         self._cache: 'OrderedDict[str, ActionSet]' = OrderedDict()
         self._fingerprints: Dict[str, np.ndarray] = {}
@@ -112,23 +118,30 @@ class MoleculeEnv:
                                                                     fpSize=FINGERPRINT_LENGTH)
 
     # ----- Fingerprints
-    def fingerprint(self, smiles: str, mol: Optional[Chem.Mol] = None) -> np.ndarray:
-        """On-bits of the Morgan fingerprint (radius 3, 2048 bits) of a molecule, cached by SMILES
+    def fingerprint(self, smiles: str, mol: Optional[Chem.Mol] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Morgan fingerprint (radius 3, 2048 bits) of a molecule in sparse form, cached by SMILES
 
         Args:
             smiles: Canonical SMILES (``''`` for the empty molecule: no bits)
             mol: The molecule, if already parsed
         Returns:
-            Sorted on-bit indices (int32)
+            - Sorted on-bit indices (int32)
+            - Their values (float32): counts, or ones for bit fingerprints
         """
         fp = self._fingerprints.get(smiles)
         if fp is None:
             if smiles == EMPTY:
-                fp = np.zeros(0, dtype=np.int32)
+                fp = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
             else:
                 if mol is None:
                     mol = parse_smiles(smiles)
-                fp = np.array(self._generator.GetFingerprint(mol).GetOnBits(), dtype=np.int32)
+                if self.count_fingerprint:
+                    counts = self._generator.GetCountFingerprint(mol).GetNonzeroElements()
+                    bits = sorted(counts)
+                    fp = (np.array(bits, dtype=np.int32), np.array([counts[b] for b in bits], dtype=np.float32))
+                else:
+                    bits = np.array(self._generator.GetFingerprint(mol).GetOnBits(), dtype=np.int32)
+                    fp = bits, np.ones(len(bits), dtype=np.float32)
             if len(self._fingerprints) >= 10 * self.cache_size:
                 self._fingerprints.clear()
             self._fingerprints[smiles] = fp
@@ -170,9 +183,13 @@ class MoleculeEnv:
         names = tuple(products)
         fps = [self.fingerprint(s, m) for s, m in products.items()]
         indptr = np.zeros(len(fps) + 1, dtype=np.int32)
-        indptr[1:] = np.cumsum([len(f) for f in fps])
-        indices = np.concatenate(fps).astype(np.int32) if fps else np.zeros(0, dtype=np.int32)
-        actions = ActionSet(names, indices, indptr)
+        indptr[1:] = np.cumsum([len(f[0]) for f in fps])
+        if fps:
+            indices = np.concatenate([f[0] for f in fps]).astype(np.int32)
+            data = np.concatenate([f[1] for f in fps]).astype(np.float32)
+        else:
+            indices, data = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+        actions = ActionSet(names, indices, data, indptr)
         self._cache[smiles] = actions
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
