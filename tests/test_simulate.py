@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from moldesign.chem import InvalidMoleculeError
-from moldesign.simulate import (HARTREE_TO_KCAL_MOL, SPIN_MULTIPLICITY, AtomizationRecord, QCFailure,
+from moldesign.simulate import (HARTREE_TO_KCAL_MOL, SPIN_MULTIPLICITY, AtomizationRecord, QCFailure, QCSpec,
                                 compute_atomization_energy, compute_reference_energy, get_spec)
 from moldesign.simulate import pyscf as pyscf_backend
 from moldesign.simulate import xtb as xtb_backend
-from moldesign.simulate.embed import from_xyz, generate_conformer, smiles_to_molecule, to_qcel
+from moldesign.simulate.embed import from_xyz, generate_conformer, smiles_to_molecule, to_qcel, to_xyz
 
 ELEMENTS = ('H', 'C', 'N', 'O', 'F')
 
@@ -217,6 +217,23 @@ def test_starting_geometry(xtb_spec, xtb_refs):
     assert again.atomization_energy == pytest.approx(water.atomization_energy, abs=0.01)
     with pytest.raises(ValueError, match='starting geometry'):
         compute_atomization_energy('C', xtb_spec, xtb_refs, xyz=xyz)
+
+
+def test_broken_bonds_detected(xtb_spec, xtb_refs):
+    from moldesign.simulate.embed import bonds_preserved
+    ethanol = compute_atomization_energy('CCO', xtb_spec, xtb_refs)
+    assert bonds_preserved('CCO', ethanol.xyz)
+    assert not bonds_preserved('COC', ethanol.xyz)  # an isomer: C-O-C bonds absent
+    symbols, coords = from_xyz(ethanol.xyz)
+    hydroxyl = [symbols.index('O'), len(symbols) - 1]  # O and its H (the last atom of the RDKit order)
+    assert np.linalg.norm(coords[hydroxyl[0]] - coords[hydroxyl[1]]) < 1.0
+    coords[hydroxyl] += 2.0  # pull OH away: C-O dissociated
+    broken = to_xyz(symbols, coords)
+    assert not bonds_preserved('CCO', broken)
+    # A single point (no relaxation) on a dissociated geometry is reported as a failure
+    single_point = QCSpec(name='xtb-single-point', program='xtb', method='gfn2-xtb', relax=False)
+    with pytest.raises(QCFailure, match='bonds broke'):
+        compute_atomization_energy('CCO', single_point, xtb_refs, xyz=broken)
 
 
 def test_tasks_are_picklable(xtb_spec, xtb_refs):

@@ -28,7 +28,7 @@ from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
 from moldesign.chem import ALLOWED_ELEMENTS, count_elements, parse_smiles, validate_smiles
 from moldesign.simulate.base import SPIN_MULTIPLICITY, QCFailure, QCSpec, get_backend
-from moldesign.simulate.embed import N_CONFORMERS, from_xyz, qcel_to_xyz, smiles_to_molecule, to_qcel
+from moldesign.simulate.embed import N_CONFORMERS, bonds_preserved, from_xyz, qcel_to_xyz, smiles_to_molecule, to_qcel
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ def compute_atomization_energy(smiles: str, spec: QCSpec, reference_energies: Ma
     Raises:
         moldesign.chem.InvalidMoleculeError: if the SMILES is invalid or outside the search space
         ValueError: if a reference energy is missing
-        QCFailure: if there is no 3D embedding or the QC computation fails
+        QCFailure: if there is no 3D embedding, the QC computation fails, or bonds of the molecule broke
+            during the relaxation
     """
     start = time.perf_counter()
     smiles = validate_smiles(smiles)
@@ -162,6 +163,9 @@ def compute_atomization_energy(smiles: str, spec: QCSpec, reference_energies: Ma
             n_steps = result.n_steps
     if not np.isfinite(result.energy):
         raise QCFailure(f'{smiles}: {spec.name} returned a non-finite energy')
+    xyz_out = qcel_to_xyz(result.molecule, comment=smiles)
+    if not bonds_preserved(smiles, xyz_out):
+        raise QCFailure(f'{smiles}: bonds broke during the {spec.name} relaxation (not a stable molecule with this method)')
 
     reference = sum(n * float(reference_energies[e]) for e, n in counts.items())
     atomization_hartree = float(result.energy) - reference
@@ -176,7 +180,7 @@ def compute_atomization_energy(smiles: str, spec: QCSpec, reference_energies: Ma
         atomization_energy=atomization,
         atomization_energy_hartree=atomization_hartree,
         atomization_energy_per_atom=atomization / n_atoms,
-        xyz=qcel_to_xyz(result.molecule, comment=smiles),
+        xyz=xyz_out,
         n_steps=int(n_steps),
         qc_spec=spec.name,
         program=spec.program,

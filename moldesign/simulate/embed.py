@@ -142,3 +142,41 @@ def smiles_to_molecule(smiles: str, n_conformers: int = N_CONFORMERS, seed: int 
     """
     symbols, coords = generate_conformer(smiles, n_conformers, seed)
     return to_qcel(symbols, coords)
+
+
+
+def _skeleton(mol: Chem.Mol) -> Chem.Mol:
+    """A molecule's bare graph: elements and connections only (all bonds single, no charges, no implicit H)"""
+    skeleton = Chem.RWMol()
+    for atom in mol.GetAtoms():
+        new = Chem.Atom(atom.GetAtomicNum())
+        new.SetNoImplicit(True)
+        skeleton.AddAtom(new)
+    for bond in mol.GetBonds():
+        skeleton.AddBond(bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), Chem.BondType.SINGLE)
+    skeleton = skeleton.GetMol()
+    skeleton.UpdatePropertyCache(strict=False)
+    return skeleton
+
+
+def bonds_preserved(smiles: str, xyz: str) -> bool:
+    """Whether every bond of a molecule is still present in a geometry (no dissociation, no migration)
+
+    Bonds of the geometry are atom pairs closer than 1.3 times the sum of covalent radii (RDKit's
+    ``DetermineConnectivity``). Extra short contacts are allowed: strained cages (e.g. the bridgeheads of
+    bicyclo[1.1.0]butanes) have non-bonded atoms that close even in QM9's own geometries.
+
+    Args:
+        smiles: SMILES string of the molecule
+        xyz: Geometry, XYZ-file text (Angstrom), atoms in any order
+    Returns:
+        Whether the geometry's graph contains the molecule's graph (same atoms)
+    """
+    from rdkit.Chem import rdDetermineBonds
+    expected = _skeleton(Chem.AddHs(parse_smiles(smiles)))
+    symbols, coords = from_xyz(xyz)
+    found = Chem.MolFromXYZBlock(to_xyz(symbols, coords))
+    if found is None or found.GetNumAtoms() != expected.GetNumAtoms():
+        return False
+    rdDetermineBonds.DetermineConnectivity(found)
+    return _skeleton(found).HasSubstructMatch(expected)
