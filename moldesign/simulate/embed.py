@@ -47,6 +47,10 @@ def generate_conformer(smiles: str, n_conformers: int = N_CONFORMERS, seed: int 
     params.randomSeed = seed
     params.numThreads = 1
     conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
+    if not conf_ids:  # Random starting coordinates help some cages and small rings
+        params.useRandomCoords = True
+        if AllChem.EmbedMolecule(mol, params) >= 0:  # One attempt first: failures are slow
+            conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n_conformers, params=params))
     if not conf_ids:
         # Cages: our keys carry no stereo and RDKit may pick impossible ring-fusion stereo; try each stereoisomer
         options = StereoEnumerationOptions(unique=True, maxIsomers=MAX_STEREOISOMERS)
