@@ -147,6 +147,24 @@ def test_composite_spec_single_point_on_gfn2_geometry(xtb_spec, xtb_refs):
     assert (record.qc_spec, record.program, record.method) == ('pyscf/hf/sto-3g//xtb', 'pyscf', 'hf')
 
 
+def test_pyscf_dft(xtb_spec, xtb_refs):
+    from pyscf import dft, gto
+    exact = get_spec('pyscf/b3lyp/sto-3g//xtb', density_fit=False)
+    mol = gto.M(atom='O 0 0 0', basis='sto-3g', spin=2, verbose=0)
+    mf = dft.UKS(mol)
+    mf.xc = 'b3lyp'
+    assert compute_reference_energy('O', exact) == pytest.approx(mf.kernel(), abs=1e-5)
+    spec = get_spec('pyscf/b3lyp/sto-3g//xtb')
+    refs = {e: compute_reference_energy(e, spec) for e in ('H', 'O')}
+    record = compute_atomization_energy('O', spec, refs)
+    symbols, coords = from_xyz(record.xyz)
+    mol = gto.M(atom=list(zip(symbols, coords.tolist())), basis='sto-3g', verbose=0)
+    mf = dft.RKS(mol)
+    mf.xc = 'b3lyp'
+    assert record.total_energy == pytest.approx(mf.kernel(), abs=5e-4)  # density fitting error
+    assert record.atomization_energy < 0 and record.method == 'b3lyp'
+
+
 # ---- Errors
 
 @pytest.mark.parametrize('smiles,words', [('C1CC', 'cannot parse'), ('CCS', 'S is not an allowed element'),
