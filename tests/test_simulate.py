@@ -165,6 +165,28 @@ def test_pyscf_dft(xtb_spec, xtb_refs):
     assert record.atomization_energy < 0 and record.method == 'b3lyp'
 
 
+def test_model_hessian_speeds_up_relaxation(xtb_spec):
+    from moldesign.simulate.hessian import lindh_hessian
+    symbols, coords = generate_conformer('CC(=O)NC1CC1')
+    hessian = lindh_hessian(symbols, coords)
+    assert hessian.shape == (3 * len(symbols),) * 2
+    assert np.allclose(hessian, hessian.T)
+    assert np.linalg.eigvalsh(hessian).min() > 0
+    steps = {}
+    energies = {}
+    for model in (True, False):
+        total = 0
+        for smiles in ('CC(=O)NC1CC1', 'OCC(F)C#N', 'c1ccoc1CO'):
+            result = xtb_backend.compute_energy(smiles_to_molecule(smiles), get_spec('xtb', model_hessian=model),
+                                                relax=True)
+            total += result.n_steps
+            energies[model, smiles] = result.energy
+        steps[model] = total
+    assert steps[True] < steps[False]
+    for smiles in ('CC(=O)NC1CC1', 'OCC(F)C#N', 'c1ccoc1CO'):  # same minimum (within 0.5 kcal/mol)
+        assert energies[True, smiles] == pytest.approx(energies[False, smiles], abs=0.5 / HARTREE_TO_KCAL_MOL)
+
+
 # ---- Errors
 
 @pytest.mark.parametrize('smiles,words', [('C1CC', 'cannot parse'), ('CCS', 'S is not an allowed element'),

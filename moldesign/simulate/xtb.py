@@ -6,7 +6,9 @@ Keywords of the QC specification understood here (all optional):
   (about xtb's own "normal" criterion, 1e-3 Hartree/Bohr)
 - ``max_steps`` (int, default 500): largest number of optimiser steps
 - ``optimizer`` (str, default "BFGS"): name of an ASE optimiser class in ``ase.optimize``
-- ``alpha`` (float, eV/Angstrom^2, default 40): initial Hessian of the BFGS and LBFGS optimisers
+- ``alpha`` (float, eV/Angstrom^2, default 40): initial (diagonal) Hessian of the BFGS and LBFGS optimisers
+- ``model_hessian`` (bool, default True): start BFGS from the Lindh model Hessian instead
+  (:mod:`moldesign.simulate.hessian`; about 40% fewer steps)
 - ``spin_polarization`` (float, default 1.0): scaling factor of tblite's spin polarisation,
   used for open-shell systems (the isolated atoms) only; 0 disables it
 - ``accuracy`` (float, default 1.0): tblite's numerical accuracy
@@ -25,6 +27,7 @@ from ase import Atoms, optimize
 from ase.units import Bohr, Hartree
 
 from moldesign.simulate.base import BackendResult, QCFailure, QCSpec
+from moldesign.simulate.hessian import lindh_hessian
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,8 @@ def compute_energy(molecule: qcel.models.Molecule, spec: QCSpec, relax: bool) ->
                 opt = opt_cls(atoms, logfile=None, alpha=float(kw.get('alpha', DEFAULT_ALPHA)))
             else:
                 opt = opt_cls(atoms, logfile=None)
+            if opt_name == 'BFGS' and kw.get('model_hessian', True):
+                opt.H0 = lindh_hessian(symbols, atoms.get_positions())
             converged = opt.run(fmax=fmax, steps=max_steps)
             n_steps = int(opt.get_number_of_steps())
             if not converged:
