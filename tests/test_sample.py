@@ -81,6 +81,15 @@ def test_many_states_are_valid(env):
         assert smiles in actions.smiles
 
 
+def test_strained_rings_rejected(env):
+    benzene = env.valid_actions('c1ccccc1')
+    assert 'C1=C=CC=CC=1' not in benzene and 'C1#CC=CC=C1' not in benzene
+    assert 'C1=CC=1' not in env.valid_actions('C=CC')
+    strained = MoleculeEnv(allow_strained=True)
+    assert 'C1=CC=1' in strained.valid_actions('C=CC')
+    assert 'C1=C=CC=CC=1' in strained.valid_actions('c1ccccc1')
+
+
 def test_env_errors():
     with pytest.raises(ValueError, match='not heavy elements'):
         MoleculeEnv(atom_types=('C', 'S'))

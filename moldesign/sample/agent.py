@@ -82,10 +82,10 @@ class DQNAgent:
         'atomization_energy_per_atom': (-100.0, 20.0),
     }
 
-    def __init__(self, hidden_layers: Sequence[int] = (256, 128), learning_rate: float = 1e-3,
+    def __init__(self, hidden_layers: Sequence[int] = (128, 64), learning_rate: float = 3e-4,
                  gamma: float = 0.9, reward_discount: float = 0.9, epsilon_start: float = 1.0,
                  epsilon_end: float = 0.1, epsilon_decay: float = 0.995, batch_size: int = 32,
-                 train_every: int = 4, target_update_period: int = 20, memory_size: int = 4000,
+                 train_every: int = 4, target_update_period: int = 50, memory_size: int = 4000,
                  min_memory: int = 64, reward_offset: Optional[float] = None,
                  reward_scale: Optional[float] = None, seed: Optional[int] = 0):
         if not 0 <= epsilon_end <= epsilon_start <= 1:

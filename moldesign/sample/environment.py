@@ -10,6 +10,9 @@ molecule an episode may start from). An action is the molecule it produces, one 
 - lower the order of a bond or remove it (if the molecule falls apart, the larger piece is kept);
 - no modification (the state itself).
 
+By default, products with a triple bond in a ring or a cumulated ring atom (C1#CC1, C1=C=C1) are
+rejected: QM9 holds none and they only fool the surrogate models.
+
 Every product is sanitised, checked with :func:`moldesign.chem.check_mol` and deduplicated by
 canonical SMILES. Enumerations and fingerprints are cached by SMILES in the environment.
 """
@@ -67,6 +70,18 @@ class ActionSet:
         return self.indices[start:end], self.data[start:end]
 
 
+def _is_strained(mol: Chem.Mol) -> bool:
+    """Whether a molecule holds a triple bond in a ring, or a ring atom with two double bonds"""
+    for bond in mol.GetBonds():
+        if bond.GetBondType() == Chem.BondType.TRIPLE and bond.IsInRing():
+            return True
+    for atom in mol.GetAtoms():
+        if atom.IsInRing() and \
+                sum(b.GetBondType() == Chem.BondType.DOUBLE for b in atom.GetBonds()) >= 2:
+            return True
+    return False
+
+
 class MoleculeEnv:
     """Enumerates the molecules one edit away from a molecule (see the module docstring)
 
@@ -77,6 +92,8 @@ class MoleculeEnv:
         allow_removal: Whether bonds may be lowered or removed
         allow_no_modification: Whether "keep the molecule" is an action
         allow_bonds_between_rings: Whether a new bond may join two atoms that are both in rings
+        allow_strained: Whether products may hold a triple bond in a ring or a ring atom with two double
+            bonds (cumulenes); such molecules (e.g. C1#CC1) are absent from QM9 and they fool surrogate models
         count_fingerprint: Use Morgan count fingerprints (how many times each environment occurs), so
             that the network can tell a C8 chain from a C9 chain; False: bit fingerprints as in MolDQN
         cache_size: Number of states whose action sets are cached
@@ -85,7 +102,7 @@ class MoleculeEnv:
     def __init__(self, atom_types: Sequence[str] = HEAVY_ELEMENTS, max_heavy_atoms: int = MAX_HEAVY_ATOMS,
                  allowed_ring_sizes: Sequence[int] = (3, 4, 5, 6, 7), allow_removal: bool = True,
                  allow_no_modification: bool = True, allow_bonds_between_rings: bool = True,
-                 count_fingerprint: bool = True, cache_size: int = 20000):
+                 allow_strained: bool = False, count_fingerprint: bool = True, cache_size: int = 20000):
         unknown = set(atom_types) - set(MAX_VALENCE)
         if unknown:
             raise ValueError(f'Atom types {sorted(unknown)} are not heavy elements of the search space '
@@ -98,6 +115,7 @@ class MoleculeEnv:
         self.allow_removal = allow_removal
         self.allow_no_modification = allow_no_modification
         self.allow_bonds_between_rings = allow_bonds_between_rings
+        self.allow_strained = allow_strained
         self.count_fingerprint = count_fingerprint
         self.cache_size = cache_size
         self._cache: 'OrderedDict[str, ActionSet]' = OrderedDict()
@@ -292,6 +310,8 @@ class MoleculeEnv:
             Chem.SanitizeMol(new)
             check_mol(new, self.max_heavy_atoms)
         except (InvalidMoleculeError, ValueError, RuntimeError):
+            return
+        if not self.allow_strained and _is_strained(new):
             return
         key = canonicalize(new)
         if key and key not in products:

@@ -4,6 +4,7 @@ These functions run on the ``ml`` worker: inputs in, results out (the agent trav
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -18,6 +19,16 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_STEPS = 12
 """Steps per episode: enough to build a 9-heavy-atom molecule from nothing and then edit it"""
+
+
+def _single_threaded_blas():
+    """Run numpy's BLAS on one thread: the small matrix products of the agent are slowed down tenfold
+    when BLAS threads compete with TensorFlow's spinning thread pool on a small machine"""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api='blas')
 
 
 def _starts(env: MoleculeEnv, init_smiles: Optional[Sequence[str]]) -> List[str]:
@@ -62,7 +73,13 @@ def generate_molecules(agent: DQNAgent, model, episodes: int, objective: str = '
     _check_args(episodes, max_steps, objective)
     env = env if env is not None else MoleculeEnv()
     starts = _starts(env, init_smiles)
-    rng = random.Random(seed)
+    with _single_threaded_blas():
+        return _run_episodes(agent, model, episodes, objective, max_steps, starts, random.Random(seed), env)
+
+
+def _run_episodes(agent: DQNAgent, model, episodes: int, objective: str, max_steps: int, starts: List[str],
+                  rng: random.Random, env: MoleculeEnv) -> Tuple[List[str], DQNAgent]:
+    """The episode loop of :func:`generate_molecules`"""
     offset, scale = agent.reward_scaling(objective)
     agent.sync_target()
 
