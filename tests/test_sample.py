@@ -176,5 +176,7 @@ def test_generate_errors(model):
         generate_molecules(agent, model, -1)
     with pytest.raises(ValueError, match='max_steps'):
         generate_molecules(agent, model, 1, max_steps=0)
+    with pytest.raises(ValueError, match='scoring model'):
+        generate_molecules(agent, None, 1)
     with pytest.raises(ValueError, match='epsilon'):
         DQNAgent(epsilon_start=0.1, epsilon_end=0.5)

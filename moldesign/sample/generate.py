@@ -71,6 +71,8 @@ def generate_molecules(agent: DQNAgent, model, episodes: int, objective: str = '
         - The updated agent
     """
     _check_args(episodes, max_steps, objective)
+    if model is None or not hasattr(model, 'predict'):
+        raise ValueError(f'A fitted scoring model (moldesign.score.train_model) is required, got {model!r}')
     env = env if env is not None else MoleculeEnv()
     starts = _starts(env, init_smiles)
     with _single_threaded_blas():
