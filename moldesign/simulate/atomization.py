@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from typing import Dict, Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional
 
 import numpy as np
 import qcelemental as qcel
