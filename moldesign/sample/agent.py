@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 STEPS_SCALE = 0.1
 """Multiplier of the steps-left input of the network"""
 
+_KERAS_CACHE: dict = {}
+"""Keras networks already built and traced in this process, by architecture: a worker reuses them
+across generator calls (building and tracing costs about a second); each agent loads its own
+weights and starts with a fresh optimiser state"""
+
 
 class Transition:
     """One step in the replay memory
@@ -126,12 +131,11 @@ class DQNAgent:
     def _init_volatile(self):
         self.target_weights = [w.copy() for w in self.weights]
         self.memory: Deque[Transition] = deque(maxlen=self.memory_size)
-        self._keras = None  # (model, optimizer, train function), built lazily on the worker
-        self._keras_synced = None  # The weights list last loaded into the Keras model
+        self._keras = None  # {'model', 'optimizer', 'train_fn', 'loaded'}, built lazily on the worker
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for key in ('target_weights', 'memory', '_keras', '_keras_synced'):
+        for key in ('target_weights', 'memory', '_keras'):
             state.pop(key, None)
         return state
 
@@ -212,6 +216,18 @@ class DQNAgent:
         self.memory.append(transition)
 
     def _build_keras(self):
+        """Get a Keras network of this architecture (cached per process) with a fresh optimiser"""
+        key = (self.hidden_layers, self.learning_rate)
+        entry = _KERAS_CACHE.get(key)
+        if entry is None:
+            entry = _KERAS_CACHE[key] = self._new_keras()
+        else:
+            for variable in entry['optimizer'].variables:
+                variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+        entry['loaded'] = None
+        self._keras = entry
+
+    def _new_keras(self) -> dict:
         import tensorflow as tf  # Lazy: only on the worker that trains
         import keras
 
@@ -232,7 +248,7 @@ class DQNAgent:
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 
-        self._keras = (model, optimizer, train_fn)
+        return {'model': model, 'optimizer': optimizer, 'train_fn': train_fn, 'loaded': None}
 
     def train_step(self, rng: random.Random) -> Optional[float]:
         """One double-DQN update on a batch sampled from the replay memory
@@ -246,9 +262,9 @@ class DQNAgent:
             return None
         if self._keras is None:
             self._build_keras()
-        model, _, train_fn = self._keras
-        # Keras variables follow the numpy weights (they may have been replaced by unpickling)
-        if self._keras_synced is not self.weights:
+        model, train_fn = self._keras['model'], self._keras['train_fn']
+        # Keras variables follow the numpy weights (replaced by unpickling, or by another agent)
+        if self._keras['loaded'] is not self.weights:
             model.set_weights(self.weights)
 
         batch = [self.memory[i] for i in rng.sample(range(len(self.memory)), self.batch_size)]
@@ -283,7 +299,7 @@ class DQNAgent:
         loss = float(train_fn(x, targets))
 
         self.weights = [np.array(w, dtype=np.float32) for w in model.get_weights()]
-        self._keras_synced = self.weights
+        self._keras['loaded'] = self.weights
         self.train_steps += 1
         if self.train_steps % self.target_update_period == 0:
             self.sync_target()
