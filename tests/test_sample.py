@@ -149,9 +149,12 @@ def test_generate_and_learn(model, env):
 
 def test_reproducible_and_init_smiles(model):
     runs = []
-    for _ in range(2):
+    for _ in range(2):  # The second agent reuses the Keras network built for the first one
         agent = DQNAgent(seed=3, min_memory=16, batch_size=16, train_every=2)
+        initial = [w.copy() for w in agent.weights]
         runs.append(generate_molecules(agent, model, 12, max_steps=6, seed=7)[0])
+        assert agent.train_steps > 0
+        assert not any(np.array_equal(a, b) for a, b in zip(initial, agent.weights))  # It did learn
     assert runs[0] == runs[1]
     assert generate_molecules(DQNAgent(seed=3), model, 12, max_steps=6, seed=8)[0] != runs[0]
 

@@ -222,8 +222,8 @@ class DQNAgent:
         if entry is None:
             entry = _KERAS_CACHE[key] = self._new_keras()
         else:
-            for variable in entry['optimizer'].variables:
-                variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+            for variable, value in zip(entry['optimizer'].variables, entry['initial_optimizer_state']):
+                variable.assign(value)  # Fresh moments and step count (the learning rate is a variable too)
         entry['loaded'] = None
         self._keras = entry
 
@@ -248,7 +248,10 @@ class DQNAgent:
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 
-        return {'model': model, 'optimizer': optimizer, 'train_fn': train_fn, 'loaded': None}
+        optimizer.build(model.trainable_variables)
+        initial_state = [np.array(v.numpy()) for v in optimizer.variables]
+        return {'model': model, 'optimizer': optimizer, 'train_fn': train_fn, 'loaded': None,
+                'initial_optimizer_state': initial_state}
 
     def train_step(self, rng: random.Random) -> Optional[float]:
         """One double-DQN update on a batch sampled from the replay memory
