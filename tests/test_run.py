@@ -213,16 +213,23 @@ def test_sigint_then_restart(tmp_path):
     assert len(references) == 5
 
 
-def _qc_worker_processes(root_pid: int) -> list:
-    """Worker processes of the Parsl `qc` executor below a process"""
+def _qc_worker_processes(run_dir: Path) -> list:
+    """Worker processes of the Parsl `qc` executor of a run
+
+    Their pool's log directory is in the run directory (Parsl's LocalProvider detaches the pools from the
+    process tree of run.py). A pool's children also include its multiprocessing manager, which must live:
+    the workers are the children that have loaded tblite (they ran GFN2-xTB).
+    """
     workers = []
-    for proc in psutil.Process(root_pid).children(recursive=True):
-        try:
-            cmdline = ' '.join(proc.cmdline())
-        except psutil.NoSuchProcess:
-            continue
-        if 'process_worker_pool' in cmdline and '/qc' in cmdline:
-            workers += proc.children()
+    for proc in psutil.process_iter(['cmdline']):
+        cmdline = ' '.join(proc.info['cmdline'] or [])
+        if 'process_worker_pool' in cmdline and str(run_dir) in cmdline and '/qc' in cmdline:
+            for child in proc.children():
+                try:
+                    if any('tblite' in m.path for m in child.memory_maps()):
+                        workers.append(child)
+                except psutil.NoSuchProcess:
+                    pass
     return workers
 
 
@@ -238,7 +245,7 @@ def test_worker_killed_mid_run(tmp_path):
         run_dir = only_run_dir(tmp_path)
         wait_for_lines(run_dir / 'simulation_records.jsonld',
                        lambda rs: sum(r.get('phase') == 'steered' for r in rs) >= 1, timeout=180)
-        workers = _qc_worker_processes(proc.pid)
+        workers = _qc_worker_processes(run_dir)
         assert workers, 'no QC worker process found'
         for worker in workers:
             worker.kill()

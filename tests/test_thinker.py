@@ -1,0 +1,93 @@
+"""The thinker's control flow, with Colmena's local task server (worker processes) running the real task functions.
+
+Parsl is exercised by the end-to-end tests in test_run.py; here the point is how the thinker ends.
+"""
+import json
+
+import pytest
+from colmena.task_server.local import LocalTaskServer
+
+from moldesign.sample import DQNAgent, generate_molecules
+from moldesign.score import compute_score
+from moldesign.simulate import compute_atomization_energy, compute_reference_energy, get_spec
+from moldesign.steer.server import ThreadSafePipeQueues, TOPICS
+from moldesign.steer.thinker import MoleculeDesignThinker, RunAborted
+from moldesign.store import RunStore
+
+INITIAL = ['CCO', 'CC(C)O', 'OCCO', 'CCCC']
+
+
+def _run_thinker(tmp_path, agent, search_size=3, **kwargs):
+    queues = ThreadSafePipeQueues(topics=TOPICS)
+    server = LocalTaskServer(queues, [compute_reference_energy, compute_atomization_energy, generate_molecules,
+                                      compute_score], threads=False, num_workers=2)
+    store = RunStore(tmp_path / 'run')
+    thinker = MoleculeDesignThinker(queues, store, get_spec('xtb'), objective='atomization_energy',
+                                    search_size=search_size, initial_smiles=INITIAL, parallel_guesses=1,
+                                    batch_size=4, rl_episodes=2, agent=agent, rl_options={'max_steps': 4}, **kwargs)
+    server.start()
+    try:
+        thinker.start()
+        thinker.join(timeout=300)
+        assert not thinker.is_alive(), 'the thinker hung'
+    finally:
+        queues.send_kill_signal()
+        server.join(30)
+        if server.is_alive():
+            server.terminate()
+        store.close()
+    return thinker, store
+
+
+def _molecules(store):
+    return [r for r in store.read_records('simulation_records.jsonld') if r['method'] == 'compute_atomization_energy']
+
+
+@pytest.mark.slow
+def test_thinker_ends_when_the_generator_fails(tmp_path):
+    """A generator that cannot work (here: no agent) ends the run with a clear error, never a hang"""
+    thinker, store = _run_thinker(tmp_path, agent=None)
+    assert any(isinstance(e, RunAborted) and 'generate_molecules failed 3 times' in str(e) for e in thinker.errors)
+    molecules = _molecules(store)
+    assert sorted(r['smiles'] for r in molecules) == sorted(INITIAL)  # Initial results kept on disk
+    assert all(r['success'] for r in molecules)
+    assert len(store.read_records('rl_records.jsonld')) == 3
+    assert json.loads((store.run_dir / 'reference_energies.json').read_text()).keys() == {'H', 'C', 'N', 'O', 'F'}
+
+
+@pytest.mark.slow
+def test_thinker_steers_without_duplicates(tmp_path):
+    thinker, store = _run_thinker(tmp_path, agent=DQNAgent(seed=1), search_size=4)
+    assert not thinker.errors
+    molecules = _molecules(store)
+    smiles = [r['smiles'] for r in molecules]
+    assert len(smiles) == len(set(smiles)) == 8
+    steered = [r for r in molecules if r['phase'] == 'steered']
+    assert len(steered) == 4 and all(r['batch'] >= 0 for r in steered)
+    # Within each batch the consumer takes the best-ranked molecules first
+    for batch in {r['batch'] for r in steered}:
+        ranks = [r['rank'] for r in steered if r['batch'] == batch]
+        assert ranks == sorted(ranks)
+
+
+def test_reference_failure_aborts(tmp_path):
+    """If an atom reference cannot be computed, nothing else can: the run stops with the reason"""
+    spec = get_spec('pyscf/hf/no-such-basis')
+    queues = ThreadSafePipeQueues(topics=TOPICS)
+    server = LocalTaskServer(queues, [compute_reference_energy, compute_atomization_energy], threads=False, num_workers=2)
+    store = RunStore(tmp_path / 'run')
+    thinker = MoleculeDesignThinker(queues, store, spec, objective='atomization_energy', search_size=2,
+                                    initial_smiles=INITIAL, parallel_guesses=1, batch_size=4, rl_episodes=1,
+                                    agent=None)
+    server.start()
+    try:
+        thinker.start()
+        thinker.join(timeout=120)
+        assert not thinker.is_alive()
+    finally:
+        queues.send_kill_signal()
+        server.join(30)
+        store.close()
+    assert any(isinstance(e, RunAborted) and 'Reference energy' in str(e) for e in thinker.errors)
+    failed = [r for r in store.read_records('simulation_records.jsonld') if not r['success']]
+    assert len(failed) == 5 and all(r['phase'] == 'reference' for r in failed)
