@@ -92,6 +92,10 @@ def make_parser() -> argparse.ArgumentParser:
                          help='QC specification: "xtb" (GFN2-xTB with tblite), "pyscf/<method>/<basis>", '
                               '"psi4/<method>/<basis>", "nwchem/<method>/<basis>"; append "//xtb" for a single '
                               'point on the GFN2-xTB geometry, e.g. "pyscf/b3lyp/6-31g(2df,p)//xtb"')
+    compute.add_argument('--qc-keywords', default=None, metavar='JSON',
+                         help='Program keywords of the QC specification as a JSON object, e.g. '
+                              '\'{"nwchem_ranks": 4, "timeout": 3600}\' (NWChem MPI ranks), \'{"memory": "8 GB"}\' (psi4), '
+                              '\'{"fmax": 0.02}\' (xtb)')
     compute.add_argument('--config', default='local',
                          help='Parsl configuration: name of a module in config/ (local, polaris, slurm, ...) '
                               'or a path to a .py file providing make_config(run_dir, qc_workers, ml_workers)')
@@ -221,7 +225,13 @@ def run(args: argparse.Namespace) -> int:
     # Validate what can be validated before creating anything
     config_module = load_config_module(args.config)
     try:
-        qc_spec = get_spec(args.qc)
+        qc_keywords = json.loads(args.qc_keywords) if args.qc_keywords else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f'--qc-keywords: not valid JSON ({exc})') from None
+    if not isinstance(qc_keywords, dict):
+        raise UsageError('--qc-keywords: must be a JSON object, e.g. \'{"timeout": 600}\'')
+    try:
+        qc_spec = get_spec(args.qc, **qc_keywords)
     except ValueError as exc:
         raise UsageError(f'--qc: {exc}') from None
     redis_password = args.redis_password or os.environ.get('MOLDESIGN_REDIS_PASSWORD')
@@ -234,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         params, previous_records, reference_energies, start_batch = load_previous_run(run_dir)
         # The run's own parameters win, except the budget, which a restart may raise
         params['search_size'] = max(params['search_size'], args.search_size or 0)
-        qc_spec = get_spec(params['qc'])
+        qc_spec = get_spec(params['qc'], **params.get('qc_keywords', {}))
         initial_smiles = json.loads((run_dir / 'initial_molecules.json').read_text())
     else:
         if args.initial_smiles is not None:
@@ -248,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
             'initial_count': len(initial_smiles),
             'initial_smiles_file': str(args.initial_smiles) if args.initial_smiles else None,
             'parallel_guesses': parallel, 'batch_size': args.batch_size or max(16, 4 * parallel),
-            'rl_episodes': args.rl_episodes, 'rl_steps': args.rl_steps, 'qc': qc_spec.name, 'seed': args.seed,
+            'rl_episodes': args.rl_episodes, 'rl_steps': args.rl_steps, 'qc': qc_spec.name, 'qc_keywords': qc_keywords, 'seed': args.seed,
             'config': args.config, 'qc_timeout': args.qc_timeout, 'qc_retries': args.qc_retries,
             'interleave': not args.batch_baseline, 'redishost': args.redishost, 'redisport': args.redisport if args.redishost else None,
         }

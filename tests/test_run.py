@@ -283,6 +283,8 @@ def test_qc_failure_is_recorded_and_run_continues(tmp_path):
     (['--initial-count', 'many'], '--initial-count'),
     (['--parallel-guesses', '0'], '--parallel-guesses'),
     (['--restart', 'not-a-run'], '--restart'),
+    (['--qc-keywords', '{"no_such_keyword": 1}'], '--qc'),
+    (['--qc-keywords', 'not json'], '--qc-keywords'),
 ])
 def test_bad_options(tmp_path, args, message):
     proc = run_campaign(tmp_path, *args, timeout=60)

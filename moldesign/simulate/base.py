@@ -72,7 +72,11 @@ class BackendResult:
     """Version of the QC program"""
 
 
-_DEFAULT_METHODS = {'xtb': 'gfn2-xtb'}
+KNOWN_KEYWORDS = {
+    'xtb': ('accuracy', 'alpha', 'fmax', 'max_steps', 'model_hessian', 'optimizer', 'spin_polarization'),
+    'pyscf': ('conv_tol', 'density_fit', 'max_cycle', 'max_memory', 'max_steps'),
+}
+"""Keywords of the back ends that take no others (psi4 and NWChem pass unknown keywords to the program)"""
 
 
 def get_spec(name: str, **keywords) -> QCSpec:
@@ -101,6 +105,10 @@ def get_spec(name: str, **keywords) -> QCSpec:
         if len(parts) != 3 or not parts[1] or not parts[2]:
             raise ValueError(f'QC specification {name!r} must be "{program}/<method>/<basis>", e.g. "{program}/hf/sto-3g"')
         method, basis = parts[1].lower(), parts[2].lower()
+    unknown = sorted(set(keywords) - set(KNOWN_KEYWORDS.get(program, keywords)))
+    if unknown:
+        raise ValueError(f'Unknown keyword(s) {", ".join(unknown)} for {program} '
+                         f'(known: {", ".join(KNOWN_KEYWORDS[program])})')
     geometry_spec = get_spec(geom_name) if geom_name else None
     if geometry_spec is not None and geometry_spec.geometry_spec is not None:
         raise ValueError(f'QC specification {name!r}: only one "//" is allowed')
