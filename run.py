@@ -80,7 +80,7 @@ def make_parser() -> argparse.ArgumentParser:
                              'one per core but one for --config local)')
     search.add_argument('--batch-size', type=_positive_int, default=None,
                         help='Molecules the generator puts in the priority queue per batch '
-                             '(default: max(16, 4 x parallel guesses); older batches are the fallback)')
+                             '(default: max(64, 8 x parallel guesses): enough to keep QC busy while the next batch is generated; older batches are the fallback)')
     search.add_argument('--rl-episodes', type=_positive_int, default=16,
                         help='MolDQN episodes per generator call')
     search.add_argument('--rl-steps', type=_positive_int, default=None,
@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
             'objective': args.objective, 'search_size': DEFAULT_SEARCH_SIZE if args.search_size is None else args.search_size,
             'initial_count': len(initial_smiles),
             'initial_smiles_file': str(args.initial_smiles) if args.initial_smiles else None,
-            'parallel_guesses': parallel, 'batch_size': args.batch_size or max(16, 4 * parallel),
+            'parallel_guesses': parallel, 'batch_size': args.batch_size or max(64, 8 * parallel),
             'rl_episodes': args.rl_episodes, 'rl_steps': args.rl_steps, 'qc': qc_spec.name, 'qc_keywords': qc_keywords, 'seed': args.seed,
             'config': args.config, 'qc_timeout': args.qc_timeout, 'qc_retries': args.qc_retries,
             'interleave': not args.batch_baseline, 'redishost': args.redishost, 'redisport': args.redisport if args.redishost else None,
