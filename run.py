@@ -69,7 +69,8 @@ def make_parser() -> argparse.ArgumentParser:
     search.add_argument('--initial-count', type=_non_negative_int, default=16,
                         help='Number of random QM9 molecules computed with QC before steering starts')
     search.add_argument('--initial-smiles', type=Path, default=None, metavar='FILE',
-                        help='File with one SMILES per line to use as the initial population instead of random QM9 molecules')
+                        help='File with one SMILES per line (anything after white space is ignored; lines starting '
+                             'with # are comments) to use as the initial population instead of random QM9 molecules')
     search.add_argument('--skip-invalid', action='store_true',
                         help='Skip invalid lines of --initial-smiles (default: report them all and stop before any QC)')
     search.add_argument('--search-size', type=_non_negative_int, default=None,
@@ -155,10 +156,10 @@ def read_initial_smiles(path: Path, skip_invalid: bool) -> List[str]:
         raise UsageError(f'--initial-smiles: {path} is not a file')
     good, bad = [], []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        text = line.split('#')[0].strip()
-        if not text:
+        text = line.strip()
+        if not text or text.startswith('#'):  # '#' inside a SMILES is a triple bond: comments start a line
             continue
-        smiles = text.split()[0]
+        smiles = text.split()[0]  # A name or comment may follow the SMILES after white space
         try:
             good.append(validate_smiles(smiles))
         except InvalidMoleculeError as exc:
