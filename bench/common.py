@@ -207,7 +207,8 @@ def best_so_far(values: Sequence[Optional[float]]) -> np.ndarray:
     return np.array(out)
 
 
-def run_app(out_dir: Path, args: Sequence[str], log_path: Path, timeout: float = 3600) -> Path:
+def run_app(out_dir: Path, args: Sequence[str], log_path: Path, timeout: float = 3600,
+            repo: Optional[Path] = None) -> Path:
     """Run ``run.py`` as a subprocess and return its run directory
 
     Args:
@@ -215,6 +216,8 @@ def run_app(out_dir: Path, args: Sequence[str], log_path: Path, timeout: float =
         args: Other command-line arguments
         log_path: File receiving the standard output and error
         timeout: Seconds before the run is killed
+        repo: Another checkout whose run.py and moldesign package to use (experiments on a patched copy;
+            put first on PYTHONPATH, also for the Parsl workers); default: this one
     Returns:
         The run directory
     Raises:
@@ -223,9 +226,11 @@ def run_app(out_dir: Path, args: Sequence[str], log_path: Path, timeout: float =
     out_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env['PATH'] = f'{Path(sys.executable).parent}{os.pathsep}{env.get("PATH", "")}'  # HTEX needs interchange.py
-    cmd = [sys.executable, str(REPO / 'run.py'), '--out-dir', str(out_dir), '--quiet', '--no-report', *args]
+    if repo is not None and Path(repo).resolve() != REPO:
+        env['PYTHONPATH'] = os.pathsep.join([str(Path(repo).resolve()), *filter(None, [env.get('PYTHONPATH')])])
+    cmd = [sys.executable, str(Path(repo or REPO) / 'run.py'), '--out-dir', str(out_dir), '--quiet', '--no-report', *args]
     with log_path.open('w') as log:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=repo or REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
     if proc.returncode != 0:
         tail = ' | '.join(log_path.read_text().strip().splitlines()[-3:])
         raise RuntimeError(f'run.py {" ".join(args)} exited with {proc.returncode}: {tail}')

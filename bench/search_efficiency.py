@@ -130,6 +130,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--qm9-sample', type=int, default=None, help='QM9 molecules in the distribution (default 10,000; quick 2,000)')
     parser.add_argument('--qm9-seed', type=int, default=0, help='Seed of the QM9 distribution sample')
     parser.add_argument('--app-args', default='', help='Extra run.py arguments, e.g. "--rl-episodes 32" (experiments)')
+    parser.add_argument('--app-repo', type=Path, default=None,
+                        help='Run run.py and moldesign of another checkout (a patched copy, for experiments)')
     parser.add_argument('--keep-runs', type=Path, default=None, help='Keep the run directories here')
     parser.add_argument('--results-dir', type=Path, default=common.RESULTS_DIR, help='Where the JSON goes')
     parser.add_argument('--figure', type=Path, default=None,
@@ -148,7 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'machine: {machine["nproc"]} cores, {machine["cpu_model"]}, load average {machine["loadavg_at_start"]} '
           f'(shared machine: timings are noisy, search results are not)')
     print(f'QC: {common.METHOD} for everyone; budget {budget} evaluations ({initial} initial + {search} steered); '
-          f'seeds {seeds}; extra run.py args: {app_args or "none"}')
+          f'seeds {seeds}; extra run.py args: {app_args or "none"}'
+          + (f'; application from {args.app_repo}' if args.app_repo else ''))
 
     start = time.perf_counter()
     refs = common.reference_energies()
@@ -178,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 t0 = time.perf_counter()
                 run_dir = common.run_app(out, ['--initial-count', str(initial), '--search-size', str(search),
                                                '--seed', str(seed), '--objective', objective, *app_args],
-                                         out / 'run.log', timeout=args.timeout)
+                                         out / 'run.log', timeout=args.timeout, repo=args.app_repo)
                 values, smiles = steered_values(run_dir, objective, budget)
                 runs['steered'].append({'seed': seed, 'values': values.tolist(), 'run_dir': str(run_dir),
                                         'wall_time': time.perf_counter() - t0, 'n_failed': int(np.isnan(values).sum()),
@@ -214,7 +217,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     summary = {
         'machine': machine, 'method': common.METHOD, 'budget': budget, 'initial_count': initial, 'search_size': search,
         'seeds': seeds, 'qm9_sample': len(table), 'qm9_seed': args.qm9_seed, 'relaxation_shift': shift,
-        'app_args': app_args, 'quick': args.quick, 'elapsed': time.perf_counter() - start,
+        'app_args': app_args, 'app_repo': str(args.app_repo) if args.app_repo else None, 'quick': args.quick,
+        'elapsed': time.perf_counter() - start,
         'objectives': {o: {k: v for k, v in r.items() if k != 'distribution'} for o, r in results.items()},
     }
     path = common.write_results('search_efficiency_quick' if args.quick else 'search_efficiency', summary) \
