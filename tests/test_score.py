@@ -34,7 +34,7 @@ def _counts(featurizer, smiles):
 
 
 def test_known_group_counts():
-    feat = GroupCountFeaturizer(atom_types=False).fit(['CCO', 'c1ccccc1', 'CC#N', 'CC(C)=O'])
+    feat = GroupCountFeaturizer(atom_types=False, ring_sizes=False).fit(['CCO', 'c1ccccc1', 'CC#N', 'CC(C)=O'])
     assert _counts(feat, 'CCO') == {'C4(-C4)': 1, 'C4(-C4,-O2)': 1, 'O2(-C4)': 1}
     assert _counts(feat, 'c1ccccc1') == {'c3(:c3,:c3)': 6}
     assert _counts(feat, 'CC#N') == {'C4(-C2)': 1, 'C2(#N1,-C4)': 1, 'N1(#C2)': 1}
@@ -42,6 +42,19 @@ def test_known_group_counts():
     # Fluoromethane's groups are not in the vocabulary: they go to "other", never dropped
     assert _counts(feat, 'CF') == {OTHER: 2}
     assert _counts(feat, 'CCF') == {'C4(-C4)': 1, OTHER: 2}
+
+
+def test_ring_sizes():
+    """Rings are counted by size, whether or not training saw them: strain is invisible to the groups"""
+    feat = GroupCountFeaturizer(atom_types=False).fit(['CCCC'])
+    assert _counts(feat, 'CCCC') == {'C4(-C4)': 2, 'C4(-C4,-C4)': 2}
+    # Cyclobutane's groups are butane's inner CH2 groups: only the ring feature tells them apart
+    assert _counts(feat, 'C1CCC1') == {'C4(-C4,-C4)': 4, 'ring:4': 1}
+    counts = _counts(feat, 'C1CC2CC2C1')  # bicyclo[3.1.0]hexane
+    assert counts['ring:3'] == 1 and counts['ring:5'] == 1 and counts[OTHER] == 2
+    assert _counts(feat, 'C1CCCCCCCC1')['ring:8'] == 1  # 9-membered: the "8 and more" column
+    names = list(feat.get_feature_names_out())
+    assert all(label in names for label in ('ring:3', 'ring:4', 'ring:8'))
 
 
 def test_atom_types_level():

@@ -10,7 +10,9 @@ neighbours, each written as the bond symbol and the neighbour's type. Examples::
 
 Groups not seen during ``fit`` are counted in an explicit ``other`` feature. Optionally (on by
 default) the featurizer also counts the bare atom types (``atom:C4``, ...), a coarser level that
-keeps an estimate for molecules whose groups were never seen in training.
+keeps an estimate for molecules whose groups were never seen in training, and the rings by size
+(``ring:3`` ... ``ring:8``, the last for 8 and more): atom-centred groups cannot see ring strain
+(cyclobutane's CH2 groups look like butane's), which is worth tens of kcal/mol for small rings.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 OTHER = 'other'
 """Name of the feature that counts groups outside the vocabulary"""
+RING_LABELS = tuple(f'ring:{n}' for n in range(3, 9))
+"""Ring-size features (always in the vocabulary, whether or not training saw them)"""
 
 _BOND_SYMBOLS = {
     Chem.BondType.SINGLE: '-',
@@ -83,14 +87,16 @@ class GroupCountFeaturizer(BaseEstimator, TransformerMixin):
 
     Args:
         atom_types: Also count bare atom types (``atom:<type>``), a fallback level for unseen groups
+        ring_sizes: Also count rings by size (``ring:3`` ... ``ring:8``), the strain that groups miss
         min_count: Groups seen in fewer training molecules than this go to ``other``
 
     Attributes:
         vocabulary_: Map of group label to column index, learned by ``fit``
     """
 
-    def __init__(self, atom_types: bool = True, min_count: int = 1):
+    def __init__(self, atom_types: bool = True, ring_sizes: bool = True, min_count: int = 1):
         self.atom_types = atom_types
+        self.ring_sizes = ring_sizes
         self.min_count = min_count
 
     def _count(self, smiles: str) -> Counter:
@@ -98,6 +104,8 @@ class GroupCountFeaturizer(BaseEstimator, TransformerMixin):
         counts = count_groups(mol)
         if self.atom_types:
             counts.update('atom:' + atom_type(a) for a in mol.GetAtoms())
+        if self.ring_sizes:
+            counts.update(RING_LABELS[min(len(ring), 8) - 3] for ring in mol.GetRingInfo().AtomRings())
         return counts
 
     def fit(self, X: Sequence[str], y: Optional[Iterable] = None) -> 'GroupCountFeaturizer':
@@ -112,7 +120,10 @@ class GroupCountFeaturizer(BaseEstimator, TransformerMixin):
         seen: Counter = Counter()
         for smiles in X:
             seen.update(set(self._count(smiles)))
-        labels = sorted(g for g, c in seen.items() if c >= self.min_count or g.startswith('atom:'))
+        labels = {g for g, c in seen.items() if c >= self.min_count or g.startswith('atom:')}
+        if self.ring_sizes:
+            labels.update(RING_LABELS)
+        labels = sorted(labels)
         self.vocabulary_: Dict[str, int] = {g: i for i, g in enumerate(labels)}
         self.vocabulary_[OTHER] = len(labels)
         return self

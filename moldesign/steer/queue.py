@@ -58,6 +58,16 @@ class CandidateQueue:
                 heapq.heappush(self._heap, (candidate.sort_key, next(self._counter), candidate))
             self._cond.notify_all()
 
+    def replace(self, candidates: List[Candidate]) -> None:
+        """Replace the whole content of the queue (e.g. re-ranked by a newer model)"""
+        with self._cond:
+            self._heap.clear()
+            self._current.clear()
+            for candidate in candidates:
+                self._current[candidate.smiles] = candidate
+                heapq.heappush(self._heap, (candidate.sort_key, next(self._counter), candidate))
+            self._cond.notify_all()
+
     def pop(self, timeout: Optional[float] = 0) -> Optional[Candidate]:
         """Remove and return the best candidate
 

@@ -9,7 +9,9 @@ Two agents share one :class:`MoleculeDesignThinker`:
 - the **task generator** (ML results on topic ``ML``) trains the group-contribution model on a
   snapshot of every computed molecule, runs MolDQN (``generate_molecules``) with the model as reward,
   screens the candidates (``compute_score``), selects greedily and pushes the selection into the
-  priority queue as a new batch; again and again.
+  priority queue as a new batch; again and again. While MolDQN runs, each time new QC results have
+  arrived it refits the model (a fraction of a second) and re-ranks every candidate found so far, so
+  the QC workers always take the molecules the newest model thinks best.
 
 Stops when ``search_size`` steered molecules are evaluated, when asked to (:meth:`request_stop`,
 e.g. on Ctrl-C), or when an agent fails; in-flight QC tasks are drained for a bounded time.
@@ -20,7 +22,7 @@ import logging
 import pickle
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from colmena.exceptions import TimeoutException
 from colmena.models import Result
@@ -29,7 +31,7 @@ from colmena.thinker import BaseThinker, agent
 
 from moldesign.report.progress import ProgressReporter, ProgressState
 from moldesign.report.report import qc_utilization
-from moldesign.score import train_model
+from moldesign.score import compute_score, train_model
 from moldesign.select import greedy_selection
 from moldesign.simulate.base import QCSpec, SPIN_MULTIPLICITY
 from moldesign.steer.queue import Candidate, CandidateQueue
@@ -153,6 +155,9 @@ class MoleculeDesignThinker(BaseThinker):
         self.n_failed = 0
         self.batch = start_batch
         self.batches_done = 0
+        self.pool: Dict[str, None] = {}  # Every candidate the generator found and QC has not computed
+        self.reranks = 0
+        self._fit_evaluations = 0  # Number of QC results the last model was fit on
 
         # Control
         self.stop_requested = threading.Event()  # Set on Ctrl-C/SIGTERM
@@ -224,14 +229,51 @@ class MoleculeDesignThinker(BaseThinker):
     def stopping(self) -> bool:
         return self.stop_requested.is_set() or self.done.is_set()
 
-    def _wait_for_result(self, topic: str) -> Optional[Result]:
-        """Wait for a result of a topic, giving up (None) when the run is stopping"""
+    def _wait_for_result(self, topic: str, while_waiting: Optional[Callable[[], None]] = None) -> Optional[Result]:
+        """Wait for a result of a topic, giving up (None) when the run is stopping
+
+        Args:
+            topic: Topic of the result
+            while_waiting: Called about every quarter second while no result has arrived
+        """
         while not self.stopping:
             try:
-                return self.queues.get_result(topic=topic, timeout=1)
+                return self.queues.get_result(topic=topic, timeout=0.25)
             except TimeoutException:
-                continue
+                if while_waiting is not None:
+                    while_waiting()
         return None
+
+    def _training_set(self) -> List[tuple]:
+        """Every successfully computed molecule: (SMILES, atomization energy in kcal/mol)"""
+        with self.lock:
+            self._fit_evaluations = self.n_evaluations
+            return [(s, v['atomization_energy']) for s, v in self.database.items()
+                    if v['success'] and v['atomization_energy'] is not None]
+
+    def _rerank(self) -> None:
+        """Refit the model if new QC results arrived, and re-rank every known candidate with it"""
+        if not self.pool or self.n_evaluations == self._fit_evaluations or self.batches_done == 0:
+            return
+        train = self._training_set()
+        model = train_model([s for s, _ in train], [v for _, v in train])
+        with self.lock:
+            exclude = set(self.database) | set(self.in_flight)
+            for smiles in exclude.intersection(self.pool):
+                del self.pool[smiles]
+            pool = list(self.pool)
+        if not pool:
+            return
+        mean, std = compute_score(model, pool, self.objective)
+        chosen = greedy_selection(pool, mean, self.batch_size, exclude=exclude)
+        lookup = dict(zip(pool, zip(mean.tolist(), std.tolist())))
+        batch = self.batch - 1  # The newest batch: re-ranked candidates keep the queue's "most recent first"
+        self.queue.replace([Candidate(s, batch=batch, rank=i, predicted=lookup[s][0], predicted_std=lookup[s][1])
+                            for i, s in enumerate(chosen)])
+        self.reranks += 1
+        self.logger.info(f'Re-ranked {len(pool)} candidates with a model fit on {len(train)} molecules; '
+                         f'best predicted {chosen[0]} {lookup[chosen[0]][0]:.1f} kcal/mol' if chosen else
+                         'Re-ranked: no candidate left')
 
     # ------------------------------------------------------------------ task consumer
     @agent
@@ -392,9 +434,7 @@ class MoleculeDesignThinker(BaseThinker):
             if not self.interleave and (len(self.queue) or self.in_flight):
                 time.sleep(0.01)  # Batch baseline: wait until the previous selection is evaluated
                 continue
-            with self.lock:
-                train = [(s, v['atomization_energy']) for s, v in self.database.items()
-                         if v['success'] and v['atomization_energy'] is not None]
+            train = self._training_set()
             if len(train) < 2:
                 # Wait for data (the initial population is still running)
                 if not self.in_flight and not len(self.queue):
@@ -403,7 +443,7 @@ class MoleculeDesignThinker(BaseThinker):
                 continue
             batch = self.batch
             model = train_model([s for s, _ in train], [v for _, v in train])
-            best = [s for _, s in self.best(8)]
+            best = [s for _, s in self.best(8)] + ['']  # Edit the best molecules, and also build from nothing
 
             # Generate candidates with reinforcement learning
             self.queues.send_inputs(
@@ -411,7 +451,7 @@ class MoleculeDesignThinker(BaseThinker):
                 input_kwargs={'objective': self.objective, 'init_smiles': best, 'seed': self.seed + batch,
                               **self.rl_options},
                 task_info={'batch': batch, 'n_train': len(train)})
-            result = self._wait_for_result('ML')
+            result = self._wait_for_result('ML', while_waiting=self._rerank)
             if result is None:
                 return
             candidates = result.value[0] if result.success else []
@@ -449,6 +489,10 @@ class MoleculeDesignThinker(BaseThinker):
                 selected = [Candidate(s, batch=batch, rank=i, predicted=lookup[s][0], predicted_std=lookup[s][1])
                             for i, s in enumerate(chosen)]
                 self.queue.push_batch(selected)
+                with self.lock:
+                    self.pool.update(dict.fromkeys(s for s in candidates if s not in exclude))
+                    while len(self.pool) > 20000:  # Bound the memory of very long runs: forget the oldest
+                        del self.pool[next(iter(self.pool))]
                 consecutive_failures = 0
                 self.batches_done += 1
                 self.logger.info(f'Batch {batch}: {len(candidates)} new candidates, enqueued {len(selected)}; '
