@@ -74,6 +74,18 @@ def wait_for_lines(path: Path, predicate, timeout: float) -> list:
     raise AssertionError(f'timed out waiting for records in {path}')
 
 
+def wait_for_steered(tmp_path: Path, n: int) -> Path:
+    """Wait until a started campaign has written its run directory and ``n`` steered results"""
+    runs = tmp_path / 'runs'
+    deadline = time.monotonic() + 120
+    while not (runs.exists() and any(runs.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    run_dir = only_run_dir(tmp_path)
+    wait_for_lines(run_dir / 'simulation_records.jsonld',
+                   lambda rs: sum(r.get('phase') == 'steered' for r in rs) >= n, timeout=180)
+    return run_dir
+
+
 # ---------------------------------------------------------------------- full campaigns
 @pytest.mark.slow
 def test_small_campaign(tmp_path):
@@ -180,13 +192,7 @@ def test_sigint_then_restart(tmp_path):
     """Ctrl-C mid-run keeps every result; --restart finishes the run without recomputing anything"""
     proc = start_campaign(tmp_path, '--initial-count', '4', '--search-size', '12', '--rl-episodes', '2', '--quiet')
     try:
-        runs = tmp_path / 'runs'
-        deadline = time.monotonic() + 120
-        while not (runs.exists() and any(runs.iterdir())) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        run_dir = only_run_dir(tmp_path)
-        wait_for_lines(run_dir / 'simulation_records.jsonld',
-                       lambda rs: sum(r.get('phase') == 'steered' for r in rs) >= 2, timeout=180)
+        run_dir = wait_for_steered(tmp_path, 2)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
@@ -238,13 +244,7 @@ def test_worker_killed_mid_run(tmp_path):
     """kill -9 of a QC worker: Parsl re-runs the task on a new worker and the run finishes"""
     proc = start_campaign(tmp_path, '--initial-count', '4', '--search-size', '8', '--rl-episodes', '2', '--quiet')
     try:
-        runs = tmp_path / 'runs'
-        deadline = time.monotonic() + 120
-        while not (runs.exists() and any(runs.iterdir())) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        run_dir = only_run_dir(tmp_path)
-        wait_for_lines(run_dir / 'simulation_records.jsonld',
-                       lambda rs: sum(r.get('phase') == 'steered' for r in rs) >= 1, timeout=180)
+        run_dir = wait_for_steered(tmp_path, 1)
         workers = _qc_worker_processes(run_dir)
         assert workers, 'no QC worker process found'
         for worker in workers:
