@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 ELEMENTS = tuple(SPIN_MULTIPLICITY)
 """Elements whose isolated-atom energies are needed"""
 
+NEIGHBOR_DEPTH = (2, 2, 1, 1, 1, 1, 1, 1)
+"""Candidates also include the molecules two edits away from the 2 best molecules and one edit away from the next 6"""
+
 _TIME_KEYS = ('running', 'serialize_inputs', 'deserialize_inputs', 'serialize_results', 'deserialize_results')
 
 
@@ -449,7 +452,7 @@ class MoleculeDesignThinker(BaseThinker):
             self.queues.send_inputs(
                 self.agent_state, model, self.rl_episodes, method='generate_molecules', topic='ML', keep_inputs=False,
                 input_kwargs={'objective': self.objective, 'init_smiles': best, 'seed': self.seed + batch,
-                              **self.rl_options},
+                              'neighbor_depth': NEIGHBOR_DEPTH, **self.rl_options},
                 task_info={'batch': batch, 'n_train': len(train)})
             result = self._wait_for_result('ML', while_waiting=self._rerank)
             if result is None:
