@@ -77,8 +77,12 @@ def make_parser() -> argparse.ArgumentParser:
                         help='Number of new (steered) molecules to evaluate with QC after the initial population '
                              f'(default: {DEFAULT_SEARCH_SIZE}; with --restart, the run\'s own unless larger)')
     search.add_argument('--parallel-guesses', type=_positive_int, default=None,
-                        help='Number of QC tasks kept in flight (default: the number of QC workers of the config, '
+                        help='Number of QC workers kept busy (default: the number of QC workers of the config, '
                              'one per core but one for --config local)')
+    search.add_argument('--qc-prefetch', type=_non_negative_int, default=None,
+                        help='QC tasks submitted beyond one per worker, so a worker starts its next molecule the '
+                             'moment it finishes instead of idling for the round trip through Parsl and the thinker '
+                             '(default: parallel guesses, one waiting per worker; 0: submit only when a worker is free)')
     search.add_argument('--batch-size', type=_positive_int, default=None,
                         help='Molecules the generator puts in the priority queue per batch '
                              '(default: max(64, 8 x parallel guesses): enough to keep QC busy while the next batch is generated; older batches are the fallback)')
@@ -259,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
             'initial_count': len(initial_smiles),
             'initial_smiles_file': str(args.initial_smiles) if args.initial_smiles else None,
             'parallel_guesses': parallel, 'batch_size': args.batch_size or max(64, 8 * parallel),
+            'qc_prefetch': parallel if args.qc_prefetch is None else args.qc_prefetch,
             'rl_episodes': args.rl_episodes, 'rl_steps': args.rl_steps, 'qc': qc_spec.name, 'qc_keywords': qc_keywords, 'seed': args.seed,
             'config': args.config, 'qc_timeout': args.qc_timeout, 'qc_retries': args.qc_retries,
             'interleave': not args.batch_baseline, 'redishost': args.redishost, 'redisport': args.redisport if args.redishost else None,
@@ -300,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
         reference_energies=reference_energies, previous_records=previous_records, start_batch=start_batch,
         seed=params['seed'], progress=ProgressReporter(enabled=not args.quiet),
         shutdown_timeout=args.shutdown_timeout, qc_max_retries=params.get('qc_retries', 0),
-        interleave=params.get('interleave', True))
+        interleave=params.get('interleave', True), qc_prefetch=params.get('qc_prefetch'))
 
     interrupted = {'count': 0, 'signal': None}
 

@@ -9,9 +9,12 @@ Figures, from the records' timestamps (steered phase only):
 
 - QC worker utilization: ``moldesign.report.data.qc_utilization(records, parallel_guesses)``: busy
   slot time / available slot time between the first start and the last end of a steered QC task;
-- overhead per QC task: ``result_received - created - time.running`` (submission, Parsl HTEX
-  round trip, serialisation, the thinker's wait for the result), in ms and as a % of ``time.running``,
-  split into *to worker* (``compute_started - created``) and *back* (``result_received - compute_ended``).
+- overhead per QC task: ``result_received - created - time.running - queue wait`` (submission, Parsl
+  HTEX round trip, serialisation, the thinker's wait for the result), in ms and as a % of
+  ``time.running``, split into *to worker* (``compute_started - created - queue wait``) and *back*
+  (``result_received - compute_ended``). The queue wait is the time a prefetched task waits for the
+  previous task on its worker to end (``--qc-prefetch``): the worker is computing then, so it is not
+  overhead; its median is reported apart.
 
     python bench/utilization.py             # seeds 1 and 2, 8 initial + 40 steered molecules
     python bench/utilization.py --quick     # smoke: seed 1, 4 + 8 molecules
@@ -43,15 +46,31 @@ def _t(record: dict, name: str) -> Optional[float]:
     return record_time(record, name)
 
 
+def _slot(record: dict) -> tuple:
+    """The worker a task ran on (Colmena records Parsl's worker pool and rank)"""
+    info = record.get('worker_info') or {}
+    return info.get('hostname'), info.get('PARSL_WORKER_POOL_ID'), info.get('PARSL_WORKER_RANK')
+
+
 def task_overheads(records: List[dict]) -> Dict[str, np.ndarray]:
     """Overhead of each QC task of the steered phase (seconds)
 
+    The thinker prefetches (a task waits at a busy worker, ``--qc-prefetch``), so the time from creation
+    to start includes a *queue wait* for the previous task on the same worker: that wait is not overhead
+    (the worker was computing) and is reported apart. Overhead = ``result_received - created - running
+    - queue_wait``.
+
     Args:
-        records: Molecule records of a run
+        records: QC records of a run (every phase: the previous task on a worker may be an initial one)
     Returns:
-        Arrays ``overhead``, ``to_worker``, ``back`` and ``running`` (one entry per task with every timestamp)
+        Arrays ``overhead``, ``to_worker`` (creation to start, queue wait excluded), ``back``,
+        ``queue_wait`` and ``running`` (one entry per steered task with every timestamp)
     """
-    out = {k: [] for k in ('overhead', 'to_worker', 'back', 'running')}
+    ends: Dict[tuple, List[float]] = {}
+    for r in records:
+        if (end := _t(r, 'compute_ended')) is not None:
+            ends.setdefault(_slot(r), []).append(end)
+    out = {k: [] for k in ('overhead', 'to_worker', 'back', 'queue_wait', 'running')}
     for r in records:
         if r.get('phase') != 'steered':
             continue
@@ -60,9 +79,12 @@ def task_overheads(records: List[dict]) -> Dict[str, np.ndarray]:
         running = (r.get('time') or {}).get('running')
         if None in (created, started, ended, received) or running is None:
             continue
-        out['overhead'].append(received - created - running)
-        out['to_worker'].append(started - created)
+        previous = max((e for e in ends.get(_slot(r), []) if e <= started), default=created)
+        wait = max(0., min(previous, started) - created)
+        out['overhead'].append(received - created - running - wait)
+        out['to_worker'].append(started - created - wait)
         out['back'].append(received - ended)
+        out['queue_wait'].append(wait)
         out['running'].append(running)
     return {k: np.array(v) for k, v in out.items()}
 
@@ -72,7 +94,7 @@ def analyse(run_dir: Path) -> Dict[str, float]:
     from moldesign.report.data import load_run, qc_utilization
     run = load_run(run_dir)
     records = run.molecule_records
-    over = task_overheads(records)
+    over = task_overheads(run.simulation)
     steered = [r for r in records if r.get('phase') == 'steered']
     ml = [r for r in run.rl + run.screening if r.get('time')]
     return {
@@ -88,6 +110,7 @@ def analyse(run_dir: Path) -> Dict[str, float]:
         'overhead_pct_of_total': float(over['overhead'].sum() / over['running'].sum() * 100),
         'median_to_worker_ms': float(np.median(over['to_worker']) * 1e3),
         'median_back_ms': float(np.median(over['back']) * 1e3),
+        'median_queue_wait_ms': float(np.median(over['queue_wait']) * 1e3),
         'median_running_s': float(np.median(over['running'])),
         'steered_window_s': _window(steered),
         'ml_time_s': float(sum((r['time'].get('running') or 0) for r in ml)),
@@ -108,6 +131,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--objective', choices=common.OBJECTIVES, default='atomization_energy')
     parser.add_argument('--initial-count', type=int, default=None, help='Initial molecules (default 8; quick 4)')
     parser.add_argument('--search-size', type=int, default=None, help='Steered molecules (default 40; quick 8)')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='run.py --batch-size for both modes (default: search size / 5, so the baseline '
+                             'alternates generator and QC 5 times; at the application default of 64 the baseline '
+                             'evaluates one selection and never waits for ML inside the steered phase)')
     parser.add_argument('--app-args', default='', help='Extra run.py arguments for both modes')
     parser.add_argument('--keep-runs', type=Path, default=None, help='Keep the run directories here')
     parser.add_argument('--results-dir', type=Path, default=common.RESULTS_DIR, help='Where the JSON goes')
@@ -117,7 +144,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     seeds = args.seeds or ([1] if args.quick else [1, 2])
     initial = args.initial_count if args.initial_count is not None else (4 if args.quick else 8)
     search = args.search_size if args.search_size is not None else (8 if args.quick else 40)
-    app_args = shlex.split(args.app_args)
+    batch_size = args.batch_size or max(1, search // 5)
+    app_args = ['--batch-size', str(batch_size), *shlex.split(args.app_args)]
     machine = common.machine_info()
     print(f'machine: {machine["nproc"]} cores, {machine["cpu_model"]}, load average {machine["loadavg_at_start"]} '
           f'(shared machine: timings are noisy)')

@@ -1,6 +1,7 @@
 """Local machine (laptop, workstation, CI): two HighThroughputExecutors on the loopback interface.
 
-- ``qc``: one worker per available core but one (at least one), each single-threaded (OMP_NUM_THREADS=1).
+- ``qc``: one worker per available core but one (at least one), each single-threaded (OMP_NUM_THREADS=1);
+  one task may wait at each worker (the thinker prefetches), so a worker never idles between molecules.
 - ``ml``: one worker (MolDQN and screening), also single-threaded so it does not steal QC cores.
 """
 from __future__ import annotations
@@ -33,11 +34,12 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
     Returns:
         Parsl configuration with executors ``qc`` and ``ml``
     """
-    def _executor(label: str, workers: int) -> HighThroughputExecutor:
+    def _executor(label: str, workers: int, prefetch: int) -> HighThroughputExecutor:
         return HighThroughputExecutor(
             label=label,
             address='127.0.0.1',
             max_workers_per_node=workers,
+            prefetch_capacity=prefetch,
             cores_per_worker=1e-6,  # Count workers, not cores: the ML worker shares the machine with QC
             heartbeat_period=10,
             heartbeat_threshold=60,
@@ -45,7 +47,8 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         )
 
     return Config(
-        executors=[_executor('qc', qc_workers), _executor('ml', ml_workers)],
+        # QC: room for the thinker's prefetched tasks (run.py --qc-prefetch), one waiting per worker
+        executors=[_executor('qc', qc_workers, qc_workers), _executor('ml', ml_workers, 0)],
         run_dir=str(Path(run_dir) / 'parsl'),
         retries=1,  # Re-run a task once if its worker died (failed QC is returned by Colmena, not retried)
         strategy='none',

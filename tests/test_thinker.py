@@ -91,3 +91,27 @@ def test_reference_failure_aborts(tmp_path):
     assert any(isinstance(e, RunAborted) and 'Reference energy' in str(e) for e in thinker.errors)
     failed = [r for r in store.read_records('simulation_records.jsonld') if not r['success']]
     assert len(failed) == 5 and all(r['phase'] == 'reference' for r in failed)
+
+
+def _overlapping_pairs(records):
+    intervals = sorted((r['timestamp']['compute_started'], r['timestamp']['compute_ended']) for r in records)
+    return sum(1 for (_, end), (start, _) in zip(intervals, intervals[1:]) if start < end)
+
+
+@pytest.mark.parametrize('prefetch', [0, 1])
+def test_prefetch_bounds_tasks_in_flight(tmp_path, prefetch):
+    """One QC slot: without prefetch, tasks never overlap on the (two) workers; with one prefetched, they do"""
+    thinker, store = _run_thinker(tmp_path, agent=None, search_size=0, qc_prefetch=prefetch)
+    assert not thinker.errors
+    assert thinker.max_in_flight == 1 + prefetch
+    molecules = _molecules(store)
+    assert sorted(r['smiles'] for r in molecules) == sorted(INITIAL)
+    overlaps = _overlapping_pairs(molecules)
+    assert overlaps == 0 if prefetch == 0 else overlaps > 0
+
+
+def test_prefetch_must_not_be_negative(tmp_path):
+    with pytest.raises(ValueError, match='qc_prefetch'):
+        MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), RunStore(tmp_path / 'run'), get_spec('xtb'),
+                              objective='atomization_energy', search_size=1, initial_smiles=INITIAL,
+                              parallel_guesses=1, batch_size=4, rl_episodes=1, agent=None, qc_prefetch=-1)

@@ -3,8 +3,8 @@
 Two agents share one :class:`MoleculeDesignThinker`:
 
 - the **task consumer** (QC results on topic ``simulator``) computes the atom reference energies, the
-  initial population, then keeps exactly ``parallel_guesses`` QC tasks in flight, taking the next
-  molecule from the priority queue each time a result returns. Each result goes to disk at once and
+  initial population, then keeps ``parallel_guesses`` QC workers busy (plus ``qc_prefetch`` tasks
+  waiting at the workers), taking the next molecule from the priority queue each time a result returns. Each result goes to disk at once and
   into the result dictionary shared with the generator.
 - the **task generator** (ML results on topic ``ML``) trains the group-contribution model on a
   snapshot of every computed molecule, runs MolDQN (``generate_molecules``) with the model as reward,
@@ -93,7 +93,7 @@ class MoleculeDesignThinker(BaseThinker):
         objective: Record field to minimise: ``atomization_energy`` or ``atomization_energy_per_atom``
         search_size: Number of steered molecules to evaluate with QC
         initial_smiles: Initial population (canonical SMILES), computed before steering
-        parallel_guesses: Number of QC tasks kept in flight
+        parallel_guesses: Number of QC workers (slots) to keep busy
         batch_size: Molecules the generator enqueues per batch (more than ``parallel_guesses``)
         rl_episodes: MolDQN episodes per generator call
         agent: MolDQN agent (updated and carried across generator calls)
@@ -107,6 +107,10 @@ class MoleculeDesignThinker(BaseThinker):
         qc_max_retries: Colmena retries of a failed QC task (0: failures are recorded, not retried)
         interleave: Run the generator while QC runs (the application). False gives the batch baseline of
             the benchmarks: the generator waits until its previous selection is evaluated (QC idles during ML)
+        qc_prefetch: QC tasks submitted beyond one per worker (default: ``parallel_guesses``, i.e. one
+            waiting at each worker), so a worker starts its next molecule as soon as it finishes instead of
+            idling for the result's round trip through Parsl, Colmena and this thinker. The price: a
+            prefetched molecule was chosen one QC result earlier. 0 submits only when a worker is free.
     """
 
     def __init__(self,
@@ -128,14 +132,19 @@ class MoleculeDesignThinker(BaseThinker):
                  progress: Optional[ProgressReporter] = None,
                  shutdown_timeout: float = 60.,
                  qc_max_retries: int = 0,
-                 interleave: bool = True):
+                 interleave: bool = True,
+                 qc_prefetch: Optional[int] = None):
         super().__init__(queues, daemon=True)
+        if qc_prefetch is not None and qc_prefetch < 0:
+            raise ValueError(f'qc_prefetch must be >= 0, got {qc_prefetch}')
         self.interleave = interleave
         self.store = store
         self.qc_spec = qc_spec
         self.objective = objective
         self.search_size = search_size
         self.parallel_guesses = parallel_guesses
+        self.qc_prefetch = parallel_guesses if qc_prefetch is None else qc_prefetch
+        self.max_in_flight = parallel_guesses + self.qc_prefetch
         self.batch_size = batch_size
         self.rl_episodes = rl_episodes
         self.agent_state = agent
@@ -360,11 +369,11 @@ class MoleculeDesignThinker(BaseThinker):
             return self.n_steered_done >= self.search_size and not self.in_flight
 
     def _run_qc_loop(self) -> None:
-        """Keep ``parallel_guesses`` QC tasks in flight until the budget is spent or a stop is requested"""
+        """Keep ``parallel_guesses + qc_prefetch`` QC tasks in flight until the budget is spent or a stop is requested"""
         drain_deadline = None
         while True:
             if not self.stopping:
-                while len(self.in_flight) < self.parallel_guesses and self._submit_next():
+                while len(self.in_flight) < self.max_in_flight and self._submit_next():
                     pass
                 if not self.initial_done.is_set() and not any(c.phase == 'initial' for c in self.queue.snapshot()):
                     self.initial_done.set()  # Every initial molecule is submitted: the generator may start
@@ -388,7 +397,7 @@ class MoleculeDesignThinker(BaseThinker):
                 return
 
             # Short waits while a slot is free, so a new batch is picked up at once
-            free = len(self.in_flight) < self.parallel_guesses and not self.stopping
+            free = len(self.in_flight) < self.max_in_flight and not self.stopping
             try:
                 result = self.queues.get_result(topic='simulator', timeout=0.02 if free else 0.5)
             except TimeoutException:
