@@ -57,6 +57,21 @@ def test_task_overheads_from_timestamps():
     assert over['to_worker'][0] == pytest.approx(0.01) and over['back'][0] == pytest.approx(0.02)
 
 
+def test_prefetched_task_waiting_for_its_worker_is_not_overhead():
+    def rec(created, started, ended, received, rank):
+        return {'phase': 'steered', 'time': {'running': ended - started},
+                'worker_info': {'hostname': 'h', 'PARSL_WORKER_POOL_ID': 'p', 'PARSL_WORKER_RANK': rank},
+                'timestamp': {'created': created, 'compute_started': started, 'compute_ended': ended,
+                              'result_received': received}}
+    first = rec(0.0, 0.01, 1.0, 1.02, '0')
+    waiting = rec(0.0, 1.002, 2.0, 2.02, '0')  # Prefetched: waited ~1 s for ``first`` on the same worker
+    other = rec(0.0, 0.01, 1.5, 1.52, '1')  # Another worker: its end is no reason to wait
+    over = utilization.task_overheads([first, waiting, other])
+    assert over['queue_wait'] == pytest.approx([0.0, 1.0, 0.0])
+    assert over['overhead'] == pytest.approx([0.03, 0.022, 0.03])
+    assert over['to_worker'] == pytest.approx([0.01, 0.002, 0.01])
+
+
 def test_gfn2_single_point_matches_the_application_back_end():
     from moldesign.simulate import get_spec
     from moldesign.simulate import xtb as xtb_backend
