@@ -197,3 +197,13 @@ def test_neighbourhoods_of_the_best_molecules():
     assert 'CCCCCCCCC' in both  # Two edits from the octanol: drop O, add C
     assert 'CCCO' in both and 'CC=O' in both  # One edit from ethanol
     assert len(both) == len(set(both)) and all(is_valid(s) for s in both)
+
+
+def test_neighbourhood_depths():
+    from moldesign.sample import neighbourhood
+    one, two = set(neighbourhood('CCO', 1)), set(neighbourhood('CCO', 2))
+    assert {'CCCO', 'CC=O', 'CO'} <= one < two and 'CCO' not in two
+    assert 'CC(C)CO' in two - one  # Two atoms added
+    assert neighbourhood('CCO', 0) == [] and neighbourhood('', 2) == []
+    with pytest.raises(ValueError, match='depth'):
+        neighbourhood('CCO', 3)

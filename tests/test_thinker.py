@@ -115,3 +115,33 @@ def test_prefetch_must_not_be_negative(tmp_path):
         MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), RunStore(tmp_path / 'run'), get_spec('xtb'),
                               objective='atomization_energy', search_size=1, initial_smiles=INITIAL,
                               parallel_guesses=1, batch_size=4, rl_episodes=1, agent=None, qc_prefetch=-1)
+
+
+def _thinker_with_results(tmp_path, results, batch_size=6):
+    """A thinker that knows some QC results (as after a restart); no task server: only its selection logic runs"""
+    records = [{'smiles': s, 'success': True, 'objective': v, 'value': {'atomization_energy': v}, 'evaluation': i,
+                'phase': 'initial', 'batch': -1} for i, (s, v) in enumerate(results.items())]
+    return MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), RunStore(tmp_path / 'run'), get_spec('xtb'),
+                                 objective='atomization_energy', search_size=8, initial_smiles=[],
+                                 parallel_guesses=1, batch_size=batch_size, rl_episodes=1, agent=None,
+                                 previous_records=records)
+
+
+def test_neighbourhoods_of_the_best_join_the_pool_once(tmp_path):
+    """Two edits from the best molecule (octanol -> nonane: cut the O, add a C) become candidates at once"""
+    thinker = _thinker_with_results(tmp_path, {'CCCCCCCCO': -2500., 'CCO': -700., 'CCCC': -1200.})
+    added = thinker._expand_best()
+    assert added > 100 and 'CCCCCCCCC' in thinker.pool and 'CCCCCCCCC' in thinker.neighbours
+    assert not set(thinker.pool) & {'CCCCCCCCO', 'CCO', 'CCCC'}  # Computed molecules are never candidates
+    assert thinker.expanded == {'CCCCCCCCO': 2, 'CCCC': 2, 'CCO': 1}
+    assert thinker._expand_best() == 0  # Each molecule is expanded once
+
+
+def test_selection_alternates_moldqn_and_neighbourhood_candidates(tmp_path):
+    import numpy as np
+    thinker = _thinker_with_results(tmp_path, {'CCO': -700.}, batch_size=5)
+    rl, near = ['C1', 'C2', 'C3'], ['N1', 'N2', 'N3', 'N4']
+    thinker.neighbours.update(near)
+    pool = rl + near
+    mean = np.array([3., 1., 2., 40., 10., 30., 20.])  # Neighbours predicted worse: they still get every other slot
+    assert thinker._select(pool, mean, exclude={'C3'}) == ['C2', 'N2', 'C1', 'N4', 'N3']

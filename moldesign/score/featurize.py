@@ -16,9 +16,10 @@ keeps an estimate for molecules whose groups were never seen in training, and th
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from rdkit import Chem
@@ -73,6 +74,18 @@ def count_groups(mol: Chem.Mol) -> Counter:
     return Counter(f'{t}({",".join(sorted(n))})' for t, n in zip(types, neighbours))
 
 
+@functools.lru_cache(maxsize=65536)
+def _cached_counts(smiles: str, atom_types: bool, ring_sizes: bool) -> Tuple[Tuple[str, int], ...]:
+    """Group counts of a molecule, cached: the thinker re-scores the same candidate pool after every QC result"""
+    mol = _to_mol(smiles)
+    counts = count_groups(mol)
+    if atom_types:
+        counts.update('atom:' + atom_type(a) for a in mol.GetAtoms())
+    if ring_sizes:
+        counts.update(RING_LABELS[min(len(ring), 8) - 3] for ring in mol.GetRingInfo().AtomRings())
+    return tuple(counts.items())
+
+
 def _to_mol(smiles: str) -> Chem.Mol:
     try:
         return parse_smiles(smiles)
@@ -100,13 +113,9 @@ class GroupCountFeaturizer(BaseEstimator, TransformerMixin):
         self.min_count = min_count
 
     def _count(self, smiles: str) -> Counter:
-        mol = _to_mol(smiles)
-        counts = count_groups(mol)
-        if self.atom_types:
-            counts.update('atom:' + atom_type(a) for a in mol.GetAtoms())
-        if self.ring_sizes:
-            counts.update(RING_LABELS[min(len(ring), 8) - 3] for ring in mol.GetRingInfo().AtomRings())
-        return counts
+        if not isinstance(smiles, str):
+            raise InvalidMoleculeError(f'Invalid SMILES {smiles!r}: not a string')
+        return Counter(dict(_cached_counts(smiles, bool(self.atom_types), bool(self.ring_sizes))))
 
     def fit(self, X: Sequence[str], y: Optional[Iterable] = None) -> 'GroupCountFeaturizer':
         """Learn the vocabulary of groups

@@ -5,6 +5,7 @@ contributions; per-atom objectives are derived from it.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import List, Sequence, Tuple
 
@@ -57,6 +58,7 @@ def train_model(smiles: Sequence[str], values: Sequence[float]) -> Pipeline:
     return model
 
 
+@functools.lru_cache(maxsize=65536)
 def _count_atoms(smiles: str) -> int:
     """Number of atoms, hydrogens included"""
     mol = _to_mol(smiles)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import logging
 import pickle
+import itertools
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
+import numpy as np
 from colmena.exceptions import TimeoutException
 from colmena.models import Result
 from colmena.queue.base import ColmenaQueues
@@ -31,6 +33,7 @@ from colmena.thinker import BaseThinker, agent
 
 from moldesign.report.progress import ProgressReporter, ProgressState
 from moldesign.report.report import qc_utilization
+from moldesign.sample import neighbourhood
 from moldesign.score import compute_score, train_model
 from moldesign.select import greedy_selection
 from moldesign.simulate.base import QCSpec, SPIN_MULTIPLICITY
@@ -43,7 +46,8 @@ ELEMENTS = tuple(SPIN_MULTIPLICITY)
 """Elements whose isolated-atom energies are needed"""
 
 NEIGHBOR_DEPTH = (2, 2, 1, 1, 1, 1, 1, 1)
-"""Candidates also include the molecules two edits away from the 2 best molecules and one edit away from the next 6"""
+"""Candidates also include the molecules two edits away from the 2 best molecules and one edit away from the
+next 6: random exploration rarely makes the two specific edits that improve a good molecule (cut an O, add a C)"""
 
 _TIME_KEYS = ('running', 'serialize_inputs', 'deserialize_inputs', 'serialize_results', 'deserialize_results')
 
@@ -168,6 +172,8 @@ class MoleculeDesignThinker(BaseThinker):
         self.batch = start_batch
         self.batches_done = 0
         self.pool: Dict[str, None] = {}  # Every candidate the generator found and QC has not computed
+        self.neighbours: set = set()  # The pool's candidates that came from neighbourhoods of the best molecules
+        self.expanded: Dict[str, int] = {}  # Molecule -> depth of the neighbourhood already added to the pool
         self.reranks = 0
         self._fit_evaluations = 0  # Number of QC results the last model was fit on
 
@@ -263,9 +269,41 @@ class MoleculeDesignThinker(BaseThinker):
             return [(s, v['atomization_energy']) for s, v in self.database.items()
                     if v['success'] and v['atomization_energy'] is not None]
 
+    def _expand_best(self) -> int:
+        """Add the neighbourhoods of the best molecules not expanded yet to the candidate pool
+
+        Returns:
+            Number of new candidates
+        """
+        added = 0
+        for (_, smiles), depth in zip(self.best(len(NEIGHBOR_DEPTH)), NEIGHBOR_DEPTH):
+            if self.expanded.get(smiles, 0) >= depth:
+                continue
+            self.expanded[smiles] = depth
+            found = neighbourhood(smiles, depth)
+            with self.lock:
+                new = [m for m in found if m not in self.database and m not in self.in_flight and m not in self.pool]
+                self.pool.update(dict.fromkeys(new))
+                self.neighbours.update(new)
+            added += len(new)
+        return added
+
+    def _select(self, pool: List[str], mean: np.ndarray, exclude: Iterable[str]) -> List[str]:
+        """Best ``batch_size`` of the pool, alternating MolDQN's candidates and the neighbourhoods' (best first)"""
+        is_neighbour = np.array([m in self.neighbours for m in pool], dtype=bool)
+        chosen = []
+        for part in (~is_neighbour, is_neighbour):
+            chosen.append(greedy_selection([m for m, p in zip(pool, part) if p], mean[part], self.batch_size,
+                                           exclude=exclude))
+        merged = [m for pair in itertools.zip_longest(*chosen) for m in pair if m is not None]
+        return merged[:self.batch_size]
+
     def _rerank(self) -> None:
-        """Refit the model if new QC results arrived, and re-rank every known candidate with it"""
-        if not self.pool or self.n_evaluations == self._fit_evaluations or self.batches_done == 0:
+        """Expand the best molecules, refit the model if new QC results arrived, re-rank every known candidate"""
+        if self.batches_done == 0:
+            return
+        added = self._expand_best()
+        if not self.pool or (self.n_evaluations == self._fit_evaluations and not added):
             return
         train = self._training_set()
         model = train_model([s for s, _ in train], [v for _, v in train])
@@ -273,19 +311,20 @@ class MoleculeDesignThinker(BaseThinker):
             exclude = set(self.database) | set(self.in_flight)
             for smiles in exclude.intersection(self.pool):
                 del self.pool[smiles]
+                self.neighbours.discard(smiles)
             pool = list(self.pool)
         if not pool:
             return
         mean, std = compute_score(model, pool, self.objective)
-        chosen = greedy_selection(pool, mean, self.batch_size, exclude=exclude)
+        chosen = self._select(pool, mean, exclude)
         lookup = dict(zip(pool, zip(mean.tolist(), std.tolist())))
         batch = self.batch - 1  # The newest batch: re-ranked candidates keep the queue's "most recent first"
         self.queue.replace([Candidate(s, batch=batch, rank=i, predicted=lookup[s][0], predicted_std=lookup[s][1])
                             for i, s in enumerate(chosen)])
         self.reranks += 1
-        self.logger.info(f'Re-ranked {len(pool)} candidates with a model fit on {len(train)} molecules; '
-                         f'best predicted {chosen[0]} {lookup[chosen[0]][0]:.1f} kcal/mol' if chosen else
-                         'Re-ranked: no candidate left')
+        self.logger.info(f'Re-ranked {len(pool)} candidates ({len(self.neighbours)} from neighbourhoods of the best) '
+                         f'with a model fit on {len(train)} molecules; best predicted {chosen[0]} '
+                         f'{lookup[chosen[0]][0]:.1f} kcal/mol' if chosen else 'Re-ranked: no candidate left')
 
     # ------------------------------------------------------------------ task consumer
     @agent
@@ -461,7 +500,7 @@ class MoleculeDesignThinker(BaseThinker):
             self.queues.send_inputs(
                 self.agent_state, model, self.rl_episodes, method='generate_molecules', topic='ML', keep_inputs=False,
                 input_kwargs={'objective': self.objective, 'init_smiles': best, 'seed': self.seed + batch,
-                              'neighbor_depth': NEIGHBOR_DEPTH, **self.rl_options},
+                              **self.rl_options},
                 task_info={'batch': batch, 'n_train': len(train)})
             result = self._wait_for_result('ML', while_waiting=self._rerank)
             if result is None:
@@ -504,7 +543,9 @@ class MoleculeDesignThinker(BaseThinker):
                 with self.lock:
                     self.pool.update(dict.fromkeys(s for s in candidates if s not in exclude))
                     while len(self.pool) > 20000:  # Bound the memory of very long runs: forget the oldest
-                        del self.pool[next(iter(self.pool))]
+                        oldest = next(iter(self.pool))
+                        del self.pool[oldest]
+                        self.neighbours.discard(oldest)
                 consecutive_failures = 0
                 self.batches_done += 1
                 self.logger.info(f'Batch {batch}: {len(candidates)} new candidates, enqueued {len(selected)}; '
