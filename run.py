@@ -284,6 +284,13 @@ def run(args: argparse.Namespace) -> int:
                                         stop_task_server)
     check_path_for_parsl()
     multiprocessing.set_start_method('fork', force=True)  # The task server is a forked child process
+    # The generator thread re-ranks thousands of candidates (CPU-bound) while the consumer thread waits on
+    # pipes, files and sockets: with Python's default 5 ms GIL switch interval each of the consumer's I/O
+    # steps can wait 5 ms for the GIL, and a QC result's trip to the next submission took ~0.5 s
+    sys.setswitchinterval(0.0005)
+    # One BLAS thread in the thinker: idle OpenBLAS threads spin and would take the QC workers' cores
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=1, user_api='blas')
     config = config_module.make_config(run_dir, params['parallel_guesses'], 1)
     (run_dir / 'parsl_config.txt').write_text(repr(config) + '\n')
     try:
@@ -339,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
                 thinker.abort(message)
     finally:
         thinker.progress.stop()
-        stop_task_server(server, queues, timeout=30)
+        stop_task_server(server, queues, timeout=30, on_result=thinker.record_late_result)
         for s, handler in previous.items():
             signal.signal(s, handler)
         store.close()

@@ -268,9 +268,10 @@ def test_qc_failure_is_recorded_and_run_continues(tmp_path):
                         '--quiet')
     assert proc.returncode == 0, proc.stderr[-3000:]
     molecules = molecule_records(only_run_dir(tmp_path))
-    failed = [r for r in molecules if not r['success']]
+    failed = [r for r in molecules if not r['success'] and r['phase'] == 'initial']  # Steered ones may fail too
     assert [r['smiles'] for r in failed] == ['C1#CC1']
     assert 'could not embed' in failed[0]['failure_info']['exception']
+    assert all(r['success'] for r in molecules if r['phase'] == 'initial' and r['smiles'] != 'C1#CC1')
     assert sum(r['phase'] == 'steered' for r in molecules) == 3
 
 

@@ -90,6 +90,26 @@ def test_strained_rings_rejected(env):
     assert 'C1=C=CC=CC=1' in strained.valid_actions('c1ccccc1')
 
 
+@pytest.mark.parametrize('smiles', [
+    'O=c1oc2c3[nH]c1c32',  # Aromatic atoms in a 3-membered ring: bonds broke in the xtb relaxation
+    'O=c1c2cc3n(c2)n13',  # Aromatic atoms in a 4-membered ring: RDKit could not embed it
+    'O1C2=C3C4=C5C1C34C25',  # Double bonds at bridgeheads of small rings: RDKit could not embed it
+    'OC12C3=C4C3=C1C1C4=C12',
+])
+def test_cages_that_fail_qc_are_strained(smiles):
+    """Molecules MolDQN proposed in per-atom searches, each a QC failure"""
+    from rdkit import Chem
+    from moldesign.sample.environment import _is_strained
+    assert _is_strained(Chem.MolFromSmiles(smiles))
+
+
+@pytest.mark.parametrize('smiles', ['c1ccoc1', 'C1=CCC1', 'C1CC2CC12', 'O=C1CC1', 'C1=CC2CC2C1', 'N#CC1(C#N)CO1'])
+def test_ordinary_rings_are_not_strained(smiles):
+    from rdkit import Chem
+    from moldesign.sample.environment import _is_strained
+    assert not _is_strained(Chem.MolFromSmiles(smiles))
+
+
 def test_env_errors():
     with pytest.raises(ValueError, match='not heavy elements'):
         MoleculeEnv(atom_types=('C', 'S'))

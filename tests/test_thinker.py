@@ -139,9 +139,9 @@ def test_neighbourhoods_of_the_best_join_the_pool_once(tmp_path):
 
 def test_selection_alternates_moldqn_and_neighbourhood_candidates(tmp_path):
     import numpy as np
-    thinker = _thinker_with_results(tmp_path, {'CCO': -700.}, batch_size=5)
+    thinker = _thinker_with_results(tmp_path, {'CCO': -700.})
     rl, near = ['C1', 'C2', 'C3'], ['N1', 'N2', 'N3', 'N4']
     thinker.neighbours.update(near)
     pool = rl + near
     mean = np.array([3., 1., 2., 40., 10., 30., 20.])  # Neighbours predicted worse: they still get every other slot
-    assert thinker._select(pool, mean, exclude={'C3'}) == ['C2', 'N2', 'C1', 'N4', 'N3']
+    assert thinker._select(pool, mean, exclude={'C3'}, n=5) == ['C2', 'N2', 'C1', 'N4', 'N3']

@@ -11,10 +11,13 @@ import os
 import signal
 import sys
 import threading
+import time
 from functools import update_wrapper
-from typing import Callable, Collection, Optional
+from typing import Callable, Collection, List, Optional
 
 import parsl
+from colmena.exceptions import TimeoutException
+from colmena.models import Result
 from colmena.queue.base import ColmenaQueues
 from colmena.queue.python import PipeQueues
 from colmena.queue.redis import RedisQueues
@@ -27,6 +30,9 @@ TOPICS = ('simulator', 'ML')
 """Colmena topics: QC results go to the task consumer (simulator), ML results to the generator (ML)"""
 QC_METHODS = ('compute_reference_energy', 'compute_atomization_energy')
 ML_METHODS = ('generate_molecules', 'compute_score')
+
+PARSL_SHUTDOWN_TIMEOUT = 5.
+"""Seconds the task server gives Parsl to shut down before it kills Parsl's processes"""
 
 
 class QCTimeout(TimeoutError):
@@ -163,6 +169,9 @@ class TaskServer(ParslTaskServer):
 
     - ignores SIGINT (a Ctrl-C at the terminal goes to the whole process group: the thinker decides);
     - on the kill signal, shuts Parsl down without waiting for tasks the thinker no longer waits for.
+      Parsl's HTEX shutdown can hang joining its result thread when a task (e.g. a MolDQN call the
+      generator abandoned at the end of the run) is still running; after ``PARSL_SHUTDOWN_TIMEOUT``
+      seconds the executors' processes (interchanges, worker pools) are killed instead.
     """
 
     def run(self) -> None:
@@ -179,8 +188,21 @@ class TaskServer(ParslTaskServer):
             raise
 
     def _cleanup(self):
-        parsl.dfk().cleanup()
-        logger.info('Parsl shut down')
+        done = threading.Event()
+
+        def _shutdown():
+            parsl.dfk().cleanup()
+            done.set()
+
+        threading.Thread(target=_shutdown, name='parsl-cleanup', daemon=True).start()
+        if done.wait(PARSL_SHUTDOWN_TIMEOUT):
+            logger.info('Parsl shut down')
+            return
+        logger.warning(f'Parsl did not shut down within {PARSL_SHUTDOWN_TIMEOUT:.0f} s (a task the thinker no '
+                       'longer waits for is still running); killing its processes')
+        import psutil
+        for child in psutil.Process(os.getpid()).children(recursive=True):
+            kill_process_tree(child.pid)
 
 
 def make_task_server(queues: ColmenaQueues, config: Config, qc_timeout: Optional[float] = None) -> TaskServer:
@@ -208,25 +230,52 @@ def make_task_server(queues: ColmenaQueues, config: Config, qc_timeout: Optional
     return TaskServer(methods, queues, config)
 
 
-def stop_task_server(server: TaskServer, queues: ColmenaQueues, timeout: float = 60.) -> None:
+def stop_task_server(server: TaskServer, queues: ColmenaQueues, timeout: float = 60.,
+                     on_result: Optional[Callable[[Result], None]] = None) -> None:
     """Ask the task server to stop; kill it and its process tree if it does not within ``timeout``
+
+    Results that still arrive are read meanwhile: a result nobody reads can fill a pipe and block the
+    task server's sending thread, and with it Parsl's shutdown (e.g. the last MolDQN agent, a few MB,
+    when the generator stopped waiting for it).
 
     Args:
         server: A started task server
         queues: Client side of its queues
         timeout: Seconds to wait for a clean shutdown
+        on_result: Called with each result read while stopping (e.g. to write a late QC result to disk)
     """
     if server.is_alive():
         try:
             queues.send_kill_signal()
         except Exception as exc:  # Broken pipe or Redis gone: fall through to killing
             logger.warning(f'Could not send the kill signal to the task server: {exc}')
-        server.join(timeout)
+        deadline = time.monotonic() + timeout
+        while server.is_alive() and time.monotonic() < deadline:
+            for result in _pending_results(queues):
+                logger.info(f'Result of {result.method} arrived while stopping')
+                if on_result is not None:
+                    on_result(result)
+            server.join(0.05)
     if server.is_alive():
         logger.warning(f'Task server did not stop within {timeout:.0f} s; killing its processes')
         kill_process_tree(server.pid)
         server.join(5)
     logger.info(f'Task server stopped (exit code {server.exitcode})')
+
+
+def _pending_results(queues: ColmenaQueues) -> List[Result]:
+    """Every result waiting in the queues (none if they cannot be read any more)"""
+    found = []
+    for topic in TOPICS:
+        while True:
+            try:
+                found.append(queues.get_result(topic=topic, timeout=0.01))
+            except TimeoutException:
+                break
+            except Exception as exc:  # Broken pipe, Redis gone, unreadable message
+                logger.debug(f'Cannot read results of topic {topic} while stopping: {exc}')
+                break
+    return found
 
 
 def kill_process_tree(pid: int) -> None:

@@ -9,9 +9,11 @@ Two agents share one :class:`MoleculeDesignThinker`:
 - the **task generator** (ML results on topic ``ML``) trains the group-contribution model on a
   snapshot of every computed molecule, runs MolDQN (``generate_molecules``) with the model as reward,
   screens the candidates (``compute_score``), selects greedily and pushes the selection into the
-  priority queue as a new batch; again and again. While MolDQN runs, each time new QC results have
-  arrived it refits the model (a fraction of a second) and re-ranks every candidate found so far, so
-  the QC workers always take the molecules the newest model thinks best.
+  priority queue as a new batch; again and again. While MolDQN runs, it adds
+  the one- and two-edit neighbourhoods of the best molecules computed so far to the candidate pool,
+  and each time new QC results have arrived it refits the model (a fraction of a second) and re-ranks
+  the whole pool into the queue, alternating MolDQN's candidates with the neighbourhoods', so the QC
+  workers always take the molecules the newest model thinks best and the queue never runs dry.
 
 Stops when ``search_size`` steered molecules are evaluated, when asked to (:meth:`request_stop`,
 e.g. on Ctrl-C), or when an agent fails; in-flight QC tasks are drained for a bounded time.
@@ -288,21 +290,22 @@ class MoleculeDesignThinker(BaseThinker):
             added += len(new)
         return added
 
-    def _select(self, pool: List[str], mean: np.ndarray, exclude: Iterable[str]) -> List[str]:
-        """Best ``batch_size`` of the pool, alternating MolDQN's candidates and the neighbourhoods' (best first)"""
+    def _select(self, pool: List[str], mean: np.ndarray, exclude: Iterable[str], n: int) -> List[str]:
+        """Best ``n`` of the pool, alternating MolDQN's candidates and the neighbourhoods' (best first)"""
         is_neighbour = np.array([m in self.neighbours for m in pool], dtype=bool)
         chosen = []
         for part in (~is_neighbour, is_neighbour):
-            chosen.append(greedy_selection([m for m, p in zip(pool, part) if p], mean[part], self.batch_size,
-                                           exclude=exclude))
+            chosen.append(greedy_selection([m for m, p in zip(pool, part) if p], mean[part], n, exclude=exclude))
         merged = [m for pair in itertools.zip_longest(*chosen) for m in pair if m is not None]
-        return merged[:self.batch_size]
+        return merged[:n]
 
     def _rerank(self) -> None:
         """Expand the best molecules, refit the model if new QC results arrived, re-rank every known candidate"""
-        if self.batches_done == 0:
-            return
+        if len(self.best(2)) < 2:
+            return  # Too few results to fit a model
         added = self._expand_best()
+        if self.batches_done == 0:
+            return  # Steering starts with MolDQN's first batch (the model is still poor); the neighbourhoods wait
         if not self.pool or (self.n_evaluations == self._fit_evaluations and not added):
             return
         train = self._training_set()
@@ -316,7 +319,8 @@ class MoleculeDesignThinker(BaseThinker):
         if not pool:
             return
         mean, std = compute_score(model, pool, self.objective)
-        chosen = self._select(pool, mean, exclude)
+        # The whole pool, ranked, becomes the queue: it cannot run dry before the next re-rank
+        chosen = self._select(pool, mean, exclude, n=len(pool))
         lookup = dict(zip(pool, zip(mean.tolist(), std.tolist())))
         batch = self.batch - 1  # The newest batch: re-ranked candidates keep the queue's "most recent first"
         self.queue.replace([Candidate(s, batch=batch, rank=i, predicted=lookup[s][0], predicted_std=lookup[s][1])
@@ -443,6 +447,19 @@ class MoleculeDesignThinker(BaseThinker):
                 continue
             self._process_qc_result(result)
 
+    def record_late_result(self, result: Result) -> None:
+        """Write a QC result that arrives after the consumer stopped (while the task server shuts down)
+
+        Only call once the thinker has ended. Other results (ML) are dropped.
+        """
+        smiles = (result.task_info or {}).get('smiles')
+        if result.method != 'compute_atomization_energy' or smiles not in self.in_flight:
+            return
+        self._process_qc_result(result)
+        if smiles in self.lost_in_flight:
+            self.lost_in_flight.remove(smiles)
+        self.logger.info(f'Wrote the late QC result of {smiles}')
+
     def _process_qc_result(self, result: Result) -> None:
         """Store a QC result: record on disk, result dictionary, counters, progress"""
         info = result.task_info
@@ -502,7 +519,8 @@ class MoleculeDesignThinker(BaseThinker):
                 input_kwargs={'objective': self.objective, 'init_smiles': best, 'seed': self.seed + batch,
                               **self.rl_options},
                 task_info={'batch': batch, 'n_train': len(train)})
-            result = self._wait_for_result('ML', while_waiting=self._rerank)
+            # While MolDQN runs, keep the queue ranked by the newest model (not in the batch baseline)
+            result = self._wait_for_result('ML', while_waiting=self._rerank if self.interleave else None)
             if result is None:
                 return
             candidates = result.value[0] if result.success else []
