@@ -383,7 +383,7 @@ def finish(run_dir: Path, thinker, params: dict, wall_time: float, interrupted: 
     summary = {
         'objective': params['objective'], 'evaluated_steered': thinker.n_steered_done,
         'evaluated_total': thinker.n_evaluations, 'failed': thinker.n_failed, 'search_size': params['search_size'],
-        'batches': thinker.batches_done, 'reranks': thinker.reranks, 'qc_utilization': utilization, 'wall_time': wall_time,
+        'batches': thinker.batches_done, 'reranks': thinker.reranks, 'queue_ran_dry': thinker.queue_ran_dry, 'qc_utilization': utilization, 'wall_time': wall_time,
         'complete': thinker.n_steered_done >= params['search_size'] and not errors and not interrupted,
         'interrupted': interrupted, 'errors': errors, 'lost_in_flight': thinker.lost_in_flight,
     }

@@ -177,6 +177,7 @@ class MoleculeDesignThinker(BaseThinker):
         self.neighbours: set = set()  # The pool's candidates that came from neighbourhoods of the best molecules
         self.expanded: Dict[str, int] = {}  # Molecule -> depth of the neighbourhood already added to the pool
         self.reranks = 0
+        self.queue_ran_dry = 0  # Times a steered QC slot was free, budget left, and the queue held nothing new
         self._fit_evaluations = 0  # Number of QC results the last model was fit on
 
         # Control
@@ -414,10 +415,17 @@ class MoleculeDesignThinker(BaseThinker):
     def _run_qc_loop(self) -> None:
         """Keep ``parallel_guesses + qc_prefetch`` QC tasks in flight until the budget is spent or a stop is requested"""
         drain_deadline = None
+        was_dry = False
         while True:
             if not self.stopping:
                 while len(self.in_flight) < self.max_in_flight and self._submit_next():
                     pass
+                dry = (len(self.in_flight) < self.max_in_flight and self.batches_done > 0
+                       and self._budget_left() > 0)
+                if dry and not was_dry:
+                    self.queue_ran_dry += 1
+                    self.logger.info('The queue ran dry: a QC slot waits for the generator')
+                was_dry = dry
                 if not self.initial_done.is_set() and not any(c.phase == 'initial' for c in self.queue.snapshot()):
                     self.initial_done.set()  # Every initial molecule is submitted: the generator may start
             elif drain_deadline is None:
