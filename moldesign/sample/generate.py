@@ -53,8 +53,8 @@ def _check_args(episodes: int, max_steps: int, objective: Optional[str] = None):
 
 def generate_molecules(agent: DQNAgent, model, episodes: int, objective: str = 'atomization_energy',
                        max_steps: int = DEFAULT_MAX_STEPS, init_smiles: Optional[Sequence[str]] = None,
-                       seed: Optional[int] = None, env: Optional[MoleculeEnv] = None,
-                       neighbor_depth: Sequence[int] = ()) -> Tuple[List[str], DQNAgent]:
+                       seed: Optional[int] = None, env: Optional[MoleculeEnv] = None
+                       ) -> Tuple[List[str], DQNAgent]:
     """Run MolDQN episodes, learning from the model's predictions, and collect the molecules visited
 
     Args:
@@ -66,10 +66,6 @@ def generate_molecules(agent: DQNAgent, model, episodes: int, objective: str = '
         init_smiles: Molecules to start episodes from (in turn, shuffled); default: the empty molecule
         seed: Random seed (exploration, replay sampling)
         env: Environment (default: ``MoleculeEnv()``, the QM9 search space)
-        neighbor_depth: Also return the molecules one action away from the i-th starting molecule
-            (``init_smiles`` order) when ``neighbor_depth[i] >= 1``, and two actions away when it is 2.
-            Random exploration rarely makes the two specific edits that improve a good molecule (e.g. cut
-            an O, add a C); the model screens these few thousand neighbours in well under a second.
     Returns:
         - Every distinct molecule visited (canonical SMILES), in order of first visit
         - The updated agent
@@ -80,22 +76,15 @@ def generate_molecules(agent: DQNAgent, model, episodes: int, objective: str = '
     env = env if env is not None else MoleculeEnv()
     starts = _starts(env, init_smiles)
     with _single_threaded_blas():
-        candidates, agent = _run_episodes(agent, model, episodes, objective, max_steps, starts,
-                                          random.Random(seed), env)
-
-    # Local neighbourhoods of the best starting molecules, enumerated with the same actions
-    visited = dict.fromkeys(candidates)
-    ordered = [init_smiles] if isinstance(init_smiles, str) else list(init_smiles or [])
-    for start, depth in zip(ordered, neighbor_depth):
-        visited.update(dict.fromkeys(neighbourhood(start, depth, env)))
-    return list(visited), agent
+        return _run_episodes(agent, model, episodes, objective, max_steps, starts, random.Random(seed), env)
 
 
 def neighbourhood(smiles: str, depth: int, env: Optional[MoleculeEnv] = None) -> List[str]:
     """Molecules one (``depth=1``) or up to two (``depth=2``) environment actions away from a molecule
 
     A few thousand molecules at most for 9 heavy atoms (~0.3 s for depth 2): cheap enough to enumerate
-    around the best molecules found so far and screen with the model.
+    around the best molecules found so far and screen with the model. Random exploration rarely makes the
+    two specific edits that improve a good molecule (e.g. cut an O, add a C); the thinker adds these.
 
     Args:
         smiles: Molecule (an invalid or empty one has no neighbourhood)

@@ -201,8 +201,8 @@ class TaskServer(ParslTaskServer):
         logger.warning(f'Parsl did not shut down within {PARSL_SHUTDOWN_TIMEOUT:.0f} s (a task the thinker no '
                        'longer waits for is still running); killing its processes')
         import psutil
-        for child in psutil.Process(os.getpid()).children(recursive=True):
-            kill_process_tree(child.pid)
+        for child in psutil.Process(os.getpid()).children():
+            kill_process_tree(child.pid)  # With its descendants
 
 
 def make_task_server(queues: ColmenaQueues, config: Config, qc_timeout: Optional[float] = None) -> TaskServer:
