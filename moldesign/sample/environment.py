@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from itertools import combinations
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from rdkit import Chem
@@ -228,6 +228,10 @@ class MoleculeEnv:
             self._cache.popitem(last=False)
         return actions
 
+    def cached_states(self) -> List[str]:
+        """States whose action sets are in the cache (least recently used first)"""
+        return list(self._cache)
+
     def valid_actions(self, smiles: str) -> List[str]:
         """Canonical SMILES of the molecules one edit away from a state"""
         return list(self.get_actions(smiles).smiles)
@@ -241,9 +245,10 @@ class MoleculeEnv:
             Map of canonical SMILES to sanitised molecule, in a deterministic order
         """
         products: Dict[str, Chem.Mol] = {}
+        rejected: Set[str] = set()
         if smiles == EMPTY:
             for element in self.atom_types:
-                self._accept(Chem.RWMol(Chem.MolFromSmiles(element)), products)
+                self._accept(Chem.RWMol(Chem.MolFromSmiles(element)), products, rejected)
             return products
 
         mol = Chem.RWMol(parse_smiles(smiles))
@@ -256,7 +261,7 @@ class MoleculeEnv:
         n_atoms = mol.GetNumAtoms()
 
         if self.allow_no_modification:
-            self._accept(Chem.RWMol(mol), products)
+            self._accept(Chem.RWMol(mol), products, rejected)
 
         # Add an atom
         if n_atoms < self.max_heavy_atoms:
@@ -266,7 +271,7 @@ class MoleculeEnv:
                         new = Chem.RWMol(mol)
                         j = new.AddAtom(Chem.Atom(element))
                         new.AddBond(i, j, _BOND_TYPES[order])
-                        self._accept(new, products)
+                        self._accept(new, products, rejected)
 
         # Add a bond or raise its order
         ring_info = mol.GetRingInfo()
@@ -285,13 +290,13 @@ class MoleculeEnv:
                 for order in range(1, min(increase, 3) + 1):
                     new = Chem.RWMol(mol)
                     new.AddBond(i, j, _BOND_TYPES[order])
-                    self._accept(new, products)
+                    self._accept(new, products, rejected)
             else:
                 current = int(bond.GetBondTypeAsDouble())
                 for order in range(current + 1, min(current + increase, 3) + 1):
                     new = Chem.RWMol(mol)
                     new.GetBondBetweenAtoms(i, j).SetBondType(_BOND_TYPES[order])
-                    self._accept(new, products)
+                    self._accept(new, products, rejected)
 
         # Lower the order of a bond or remove it
         if self.allow_removal:
@@ -305,7 +310,7 @@ class MoleculeEnv:
                     else:
                         new.RemoveBond(i, j)
                         new = self._largest_fragment(new)
-                    self._accept(new, products)
+                    self._accept(new, products, rejected)
         return products
 
     @staticmethod
@@ -319,15 +324,25 @@ class MoleculeEnv:
             mol.RemoveAtom(idx)
         return mol
 
-    def _accept(self, new: Chem.RWMol, products: Dict[str, Chem.Mol]) -> None:
-        """Sanitise and check a product, and store it if it is valid and new"""
+    def _accept(self, new: Chem.RWMol, products: Dict[str, Chem.Mol], rejected: Set[str]) -> None:
+        """Sanitise a product and store it if it is new and valid
+
+        Edits of symmetric atoms often give the same molecule: the canonical SMILES is computed first,
+        and the search-space checks run once per distinct product (``rejected`` remembers the failures).
+        """
         try:
             Chem.SanitizeMol(new)
-            check_mol(new, self.max_heavy_atoms)
-        except (InvalidMoleculeError, ValueError, RuntimeError):
-            return
-        if not self.allow_strained and _is_strained(new):
+        except (ValueError, RuntimeError):
             return
         key = canonicalize(new)
-        if key and key not in products:
-            products[key] = new
+        if not key or key in products or key in rejected:
+            return
+        try:
+            check_mol(new, self.max_heavy_atoms)
+        except (InvalidMoleculeError, RuntimeError):
+            rejected.add(key)
+            return
+        if not self.allow_strained and _is_strained(new):
+            rejected.add(key)
+            return
+        products[key] = new
