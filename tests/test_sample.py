@@ -128,6 +128,33 @@ def test_agent_does_not_import_tensorflow():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_double_dqn_targets(env):
+    """Batched targets equal the definition evaluated one transition at a time"""
+    from moldesign.sample.agent import Transition
+    agent = DQNAgent(seed=3)
+    rng = np.random.default_rng(0)
+    agent.weights = [w + rng.normal(0, 0.05, w.shape).astype(np.float32) for w in agent.weights]  # online != target
+    batch = []
+    for k, state in enumerate(['C', 'CCO', 'c1ccccc1', 'CC(=O)N', 'CCCCCCCCC', 'OC1CC1', 'C#N']):
+        steps_left = k % 4
+        actions = env.get_actions(state)
+        bits = env.fingerprint(state)
+        batch.append(Transition(bits, steps_left, reward=-0.1 * k, done=steps_left == 0,
+                                next_actions=None if steps_left == 0 else actions))
+    expected = []
+    for t in batch:
+        if t.done:
+            expected.append(t.reward)
+            continue
+        best = int(np.argmax(agent.q_values(t.next_actions, t.steps_left - 1)))
+        q_target = agent.q_values(t.next_actions, t.steps_left - 1, target=True)[best]
+        expected.append(t.reward + agent.gamma * q_target)
+    targets = agent.targets(batch)
+    assert any(t.done for t in batch) and not all(t.done for t in batch)
+    assert not np.allclose(targets, [t.reward for t in batch])  # the bootstrap term matters
+    np.testing.assert_allclose(targets, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_generate_and_learn(model, env):
     """The agent learns: greedy rollouts beat random walks of the same length on the predicted objective"""
     max_steps = 12

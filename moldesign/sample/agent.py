@@ -13,6 +13,7 @@ Action selection uses a numpy forward pass that exploits the sparsity of the fin
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections import deque
 from typing import Deque, List, Optional, Sequence, Tuple
@@ -34,17 +35,20 @@ weights and starts with a fresh optimiser state"""
 
 
 def _limit_tensorflow_threads(tf) -> None:
-    """Run TensorFlow's kernels on one thread (if TensorFlow has not started its thread pools yet)
+    """Run TensorFlow's kernels on one thread, unless the worker's environment chose a number
+    (``TF_NUM_INTRAOP_THREADS``, as the cluster configurations do) or TensorFlow already started
 
     The network is small (a 32 x 2049 batch): on a small machine, waking a pool of threads for each
     update costs more than the arithmetic, and the pool competes with RDKit's enumeration and the QC
     workers for the cores. Measured on 2 cores, TensorFlow part of an update: 2.3 ms with the default
     pools, 1.5 ms with one thread (1.0-1.4 ms with XLA as well).
     """
+    if os.environ.get('TF_NUM_INTRAOP_THREADS'):
+        return
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # Already initialised by someone else in this process: keep their choice
+    except RuntimeError:  # Already initialised in this process: keep the pools it has
         logger.debug('TensorFlow already initialised; thread pools left as they are')
 
 
@@ -273,27 +277,17 @@ class DQNAgent:
         return {'model': model, 'optimizer': optimizer, 'train_fn': train_fn, 'loaded': None,
                 'initial_optimizer_state': initial_state}
 
-    def train_step(self, rng: random.Random) -> Optional[float]:
-        """One double-DQN update on a batch sampled from the replay memory
+    def targets(self, batch: Sequence[Transition]) -> np.ndarray:
+        """Double-DQN targets of a batch: ``r + gamma * Q_target(s', argmax_a' Q_online(s', a'))``
+
+        The online network values every next action (one sparse product over all of them), the target
+        network only the action chosen for each transition.
 
         Args:
-            rng: Random number generator for the sampling
+            batch: Transitions
         Returns:
-            The loss, or None if the memory holds too few transitions
+            One target per transition (the reward alone for the last step of an episode)
         """
-        if len(self.memory) < max(self.min_memory, self.batch_size):
-            return None
-        if self._keras is None:
-            self._build_keras()
-        model, train_fn = self._keras['model'], self._keras['train_fn']
-        # Keras variables follow the numpy weights (replaced by unpickling, or by another agent)
-        if self._keras['loaded'] is not self.weights:
-            model.set_weights(self.weights)
-
-        batch = [self.memory[i] for i in rng.sample(range(len(self.memory)), self.batch_size)]
-
-        # Targets: r + gamma * Q_target(s', argmax_a' Q_online(s', a')); the online network values every
-        # next action, the target network only the one chosen per transition
         targets = np.array([t.reward for t in batch], dtype=np.float32)
         live = [k for k, t in enumerate(batch) if not t.done and len(t.next_actions) > 0]
         if live:
@@ -313,6 +307,28 @@ class DQNAgent:
             q_target = self._forward(self.target_weights, np.concatenate([r[0] for r in rows]),
                                      np.concatenate([r[1] for r in rows]), row_ptr, steps[starts])
             targets[live] += self.gamma * q_target
+        return targets
+
+    def train_step(self, rng: random.Random) -> Optional[float]:
+        """One double-DQN update on a batch sampled from the replay memory
+
+        Args:
+            rng: Random number generator for the sampling
+        Returns:
+            The loss, or None if the memory holds too few transitions
+        """
+        if len(self.memory) < max(self.min_memory, self.batch_size):
+            return None
+        if self._keras is None:
+            self._build_keras()
+        model, train_fn = self._keras['model'], self._keras['train_fn']
+        # Keras variables follow the numpy weights (replaced by unpickling, or by another agent)
+        if self._keras['loaded'] is not self.weights:
+            model.set_weights(self.weights)
+
+        batch = [self.memory[i] for i in rng.sample(range(len(self.memory)), self.batch_size)]
+
+        targets = self.targets(batch)
 
         x = np.zeros((len(batch), FINGERPRINT_LENGTH + 1), dtype=np.float32)
         for k, t in enumerate(batch):
