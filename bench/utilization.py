@@ -149,7 +149,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     machine = common.machine_info()
     print(f'machine: {machine["nproc"]} cores, {machine["cpu_model"]}, load average {machine["loadavg_at_start"]} '
           f'(shared machine: timings are noisy)')
-    print(f'QC: {common.METHOD}; {initial} initial + {search} steered molecules; objective {args.objective}; '
+    qc = app_args[app_args.index('--qc') + 1] if '--qc' in app_args[:-1] else common.METHOD
+    print(f'QC: {qc}; {initial} initial + {search} steered molecules; objective {args.objective}; '
           f'seeds {seeds}; extra run.py args: {app_args or "none"}')
 
     start = time.perf_counter()
