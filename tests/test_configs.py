@@ -256,3 +256,40 @@ def test_slurm_config_runs_tasks_on_fake_slurm(tmp_path):
     assert '--ntasks-per-node=1' in srun and '--cpus-per-task=2' in srun  # the QC job used srun, once per node
     assert len(srun.splitlines()) == 1  # the ML job (SimpleLauncher) did not
     assert (tmp_path / 'run' / 'parsl' / '000' / 'submit_scripts').is_dir()
+
+
+LOCAL_PROBE = '''
+import json, os, sys
+import parsl
+from parsl import python_app
+sys.path.insert(0, sys.argv[1])
+import run
+config = run.load_config_module('local').make_config(sys.argv[2], 1)
+
+def probe():
+    import os
+    return {'omp': os.environ.get('OMP_NUM_THREADS'), 'nice': os.nice(0)}
+
+parsl.load(config)
+try:
+    print('RESULT ' + json.dumps({label: python_app(probe, executors=[label])().result(timeout=120)
+                                  for label in ('qc', 'ml')}))
+finally:
+    parsl.dfk().cleanup()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_local_workers_single_threaded_and_ml_yields_to_qc(tmp_path):
+    """Local workers run one thread each; the ML worker runs at a lower priority than the QC worker"""
+    import json
+    import subprocess
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+    proc = subprocess.run([sys.executable, '-c', LOCAL_PROBE, str(REPO), str(tmp_path)], capture_output=True,
+                          text=True, timeout=240, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
+    assert lines, proc.stderr[-3000:]
+    out = json.loads(lines[0][len('RESULT '):])
+    assert out['qc']['omp'] == out['ml']['omp'] == '1'
+    assert out['ml']['nice'] >= out['qc']['nice'] + 10
