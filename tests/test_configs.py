@@ -210,14 +210,14 @@ import parsl
 from parsl import python_app
 sys.path.insert(0, sys.argv[1])
 import run
-module = run.load_config_module('slurm')
-module.ENV_ACTIVATION = 'export PATH=' + os.path.dirname(sys.executable) + ':$PATH'
-module.PARTITION, module.CORES_PER_NODE, module.QC_THREADS_PER_WORKER = 'debug', 2, 2
+module = run.load_config_module(sys.argv[3])
+SETUP
 config = module.make_config(sys.argv[2], module.default_qc_workers())
 
 def probe():
     import os
-    return {'omp': os.environ.get('OMP_NUM_THREADS'), 'rank': os.environ.get('PARSL_WORKER_RANK')}
+    return {'omp': os.environ.get('OMP_NUM_THREADS'), 'rank': os.environ.get('PARSL_WORKER_RANK'),
+            'nice': os.nice(0)}
 
 parsl.load(config)
 try:
@@ -227,13 +227,28 @@ try:
 finally:
     parsl.dfk().cleanup()
 '''
+"""Runs one task on each executor of a configuration (argv: repository, run directory, config name; SETUP:
+lines that adjust the config module) and prints what the workers saw"""
+
+
+def _probe_workers(tmp_path: Path, config_name: str, setup: str, env: dict):
+    """Run :data:`WORKER_PROBE` in a subprocess; returns the finished process"""
+    import subprocess
+    script = tmp_path / 'probe.py'
+    script.write_text(WORKER_PROBE.replace('SETUP', setup))
+    return subprocess.run([sys.executable, str(script), str(REPO), str(tmp_path / 'run'), config_name], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=240)
+
+
+def _probe_output(proc) -> dict:
+    import json
+    return json.loads(proc.stdout.split('RESULT ', 1)[1])
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_slurm_config_runs_tasks_on_fake_slurm(tmp_path):
     """The Slurm job script, srun launch line and worker_init give workers with the configured threads"""
-    import subprocess
     bindir = tmp_path / 'bin'
     bindir.mkdir()
     for name, text in FAKE_SLURM.items():
@@ -241,14 +256,12 @@ def test_slurm_config_runs_tasks_on_fake_slurm(tmp_path):
         (bindir / name).chmod(0o755)
     env = dict(os.environ, FAKE_SLURM_DIR=str(tmp_path),
                PATH=f'{bindir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get("PATH", "")}')
-    script = tmp_path / 'probe.py'
-    script.write_text(WORKER_PROBE)
-    proc = subprocess.run([sys.executable, str(script), str(REPO), str(tmp_path / 'run')], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=240)
+    setup = ("module.ENV_ACTIVATION = 'export PATH=' + os.path.dirname(sys.executable) + ':$PATH'\n"
+             "module.PARTITION, module.CORES_PER_NODE, module.QC_THREADS_PER_WORKER = 'debug', 2, 2")
+    proc = _probe_workers(tmp_path, 'slurm', setup, env)
     jobs = '\n'.join(p.read_text()[-2000:] for p in tmp_path.glob('job-*.out'))
     assert proc.returncode == 0, proc.stderr[-3000:] + jobs
-    import json
-    result = json.loads(proc.stdout.split('RESULT ', 1)[1])
+    result = _probe_output(proc)
     assert result['qc']['omp'] == '2'  # QC_THREADS_PER_WORKER reached the task
     assert result['ml']['omp'] == '2'  # CORES_PER_NODE // ml_workers
     assert result['qc_workers'] == 1
@@ -258,38 +271,13 @@ def test_slurm_config_runs_tasks_on_fake_slurm(tmp_path):
     assert (tmp_path / 'run' / 'parsl' / '000' / 'submit_scripts').is_dir()
 
 
-LOCAL_PROBE = '''
-import json, os, sys
-import parsl
-from parsl import python_app
-sys.path.insert(0, sys.argv[1])
-import run
-config = run.load_config_module('local').make_config(sys.argv[2], 1)
-
-def probe():
-    import os
-    return {'omp': os.environ.get('OMP_NUM_THREADS'), 'nice': os.nice(0)}
-
-parsl.load(config)
-try:
-    print('RESULT ' + json.dumps({label: python_app(probe, executors=[label])().result(timeout=120)
-                                  for label in ('qc', 'ml')}))
-finally:
-    parsl.dfk().cleanup()
-'''
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_local_workers_single_threaded_and_ml_yields_to_qc(tmp_path):
     """Local workers run one thread each; the ML worker runs at a lower priority than the QC worker"""
-    import json
-    import subprocess
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
-    proc = subprocess.run([sys.executable, '-c', LOCAL_PROBE, str(REPO), str(tmp_path)], capture_output=True,
-                          text=True, timeout=240, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
-    assert lines, proc.stderr[-3000:]
-    out = json.loads(lines[0][len('RESULT '):])
+    proc = _probe_workers(tmp_path, 'local', '', env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = _probe_output(proc)
     assert out['qc']['omp'] == out['ml']['omp'] == '1'
     assert out['ml']['nice'] >= out['qc']['nice'] + 10
