@@ -1,0 +1,282 @@
+"""The candidate pool: every molecule the search may compute next, and the order in which it is dispensed.
+
+A :class:`CandidatePool` (ExaMol's ``Selector``, here) owns the selection policy of a campaign:
+
+- **lanes**: ``initial`` (the initial population, in order, first), ``verify`` (best molecules to recompute at a
+  higher level; the thinker decides when this lane may be used), ``steered`` (the search);
+- **sources** of search candidates: MolDQN's molecules (``moldqn``) and the one/two-edit neighbourhoods of the
+  best molecules computed so far (``neighbours``; :meth:`expansions` says which best molecules to expand);
+- **ranking**: a :class:`~moldesign.select.ranking.Ranking` from the screening task becomes a batch of the
+  priority queue; the ranked candidates alternate between sources (best first within each), so neither source
+  starves the other;
+- **queue policy**: ``recency`` (the original application's): the most recent batch first, best rank within it,
+  older batches as the fallback; each batch holds the best ``batch_size`` candidates of its screening.
+  ``rerank``: every screening re-ranks the whole pool with the newest model and the ranked pool becomes the queue;
+- **exclusion**: a molecule dispensed once (computed, in flight, or failed) is never dispensed again.
+
+Thread-safe; no queues or tasks here (the thinker does the plumbing), so it is unit-tested directly.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Deque, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from moldesign.select.acquisition import acquisition_scores
+from moldesign.select.ranking import Ranking
+
+logger = logging.getLogger(__name__)
+
+NEIGHBOR_DEPTH = (2, 2, 1, 1, 1, 1, 1, 1)
+"""Candidates include the molecules two edits away from the 2 best molecules and one edit away from the next 6:
+random exploration rarely makes the two specific edits that improve a good molecule (cut an O, add a C)"""
+LANES = ('initial', 'verify', 'steered')
+
+
+@dataclass
+class Candidate:
+    """A molecule dispensed for QC"""
+
+    smiles: str
+    lane: str = 'steered'
+    """``initial``, ``verify`` or ``steered``"""
+    batch: Optional[int] = None
+    """Screening batch that ranked it (None for the initial population)"""
+    rank: Optional[int] = None
+    """Its rank within the batch (0: best)"""
+    predicted: Optional[float] = None
+    """Model's prediction of the objective when it was ranked"""
+    predicted_std: Optional[float] = None
+    source: Optional[str] = None
+    """``moldqn``, ``neighbours``, ``initial``, or ``search`` for verification"""
+
+
+class CandidatePool:
+    """Candidates of a campaign and the order in which they are dispensed (see the module docstring)
+
+    Args:
+        policy: ``rerank`` or ``recency``
+        batch_size: Candidates a ``recency`` batch holds
+        acquisition: ``greedy``, ``ucb`` or ``ei`` (see :mod:`moldesign.select.acquisition`)
+        max_size: Candidates kept; the oldest are forgotten beyond it (bounds the memory of long runs)
+        start_batch: Number of the first batch (a restarted run continues its numbering)
+    """
+
+    def __init__(self, policy: str = 'rerank', batch_size: int = 64, acquisition: str = 'greedy',
+                 max_size: int = 20000, start_batch: int = 0):
+        if policy not in ('rerank', 'recency'):
+            raise ValueError(f'Unknown queue policy {policy!r}: rerank or recency')
+        self.policy = policy
+        self.batch_size = batch_size
+        self.acquisition = acquisition
+        self.max_size = max_size
+        self.next_batch = start_batch
+        self._cond = threading.Condition()
+        self._taken: set = set()  # Dispensed once (or computed before a restart): never again
+        self._initial: Deque[str] = deque()
+        self._verify: Deque[str] = deque()
+        self._verify_seen: set = set()
+        self._heap: List[Tuple[Tuple[int, int], int, str]] = []
+        self._queued: Dict[str, Candidate] = {}  # The live queue entry of each molecule
+        self._pool: Dict[str, str] = {}  # Every candidate not dispensed -> source (insertion order: oldest first)
+        self._unranked: Dict[str, str] = {}  # Candidates no screening has seen yet
+        self._expanded: Dict[str, int] = {}  # Molecule -> depth of the neighbourhood already enumerated
+        self._counter = itertools.count()
+
+    # ------------------------------------------------------------------ adding
+    def add_initial(self, smiles: Iterable[str]) -> int:
+        """Queue the initial population (dispensed first, in order, not counted as search)
+
+        Returns:
+            Number of molecules queued (those dispensed before are skipped)
+        """
+        with self._cond:
+            new = [s for s in dict.fromkeys(smiles) if s not in self._taken]
+            self._initial.extend(new)
+            self._cond.notify_all()
+            return len(new)
+
+    def add(self, smiles: Iterable[str], source: str) -> int:
+        """Add unranked candidates to the pool (they join the queue at the next screening)
+
+        Returns:
+            Number of new candidates
+        """
+        with self._cond:
+            new = [s for s in smiles if s not in self._taken and s not in self._pool]
+            for s in new:
+                self._pool[s] = source
+                self._unranked[s] = source
+            self._forget_oldest()
+            return len(new)
+
+    def push_verify(self, smiles: str) -> bool:
+        """Queue a molecule for verification at a higher level (each molecule once)
+
+        Returns:
+            Whether it was queued
+        """
+        with self._cond:
+            if smiles in self._verify_seen:
+                return False
+            self._verify_seen.add(smiles)
+            self._verify.append(smiles)
+            self._cond.notify_all()
+            return True
+
+    def mark_taken(self, smiles: Iterable[str], verified: Iterable[str] = ()) -> None:
+        """Exclude molecules computed elsewhere (e.g. by an earlier part of a restarted run)"""
+        with self._cond:
+            for s in smiles:
+                self._taken.add(s)
+                self._pool.pop(s, None)
+                self._unranked.pop(s, None)
+            self._verify_seen.update(verified)
+
+    # ------------------------------------------------------------------ screening
+    def expansions(self, best: Sequence[str], depths: Sequence[int] = NEIGHBOR_DEPTH) -> Dict[str, int]:
+        """Which of the best molecules need their neighbourhoods enumerated (marked as done)
+
+        Args:
+            best: The best molecules computed so far, best first
+            depths: Neighbourhood depth for the best, second best, ...
+        Returns:
+            Molecule -> depth, for those not yet expanded to that depth
+        """
+        with self._cond:
+            todo = {s: d for s, d in zip(best, depths) if self._expanded.get(s, 0) < d}
+            self._expanded.update(todo)
+            return todo
+
+    def forget_expansions(self, expanded: Dict[str, int]) -> None:
+        """Undo :meth:`expansions` (the screening that was to enumerate them failed)"""
+        with self._cond:
+            for s in expanded:
+                self._expanded.pop(s, None)
+
+    def to_screen(self) -> Dict[str, str]:
+        """The candidates the next screening should predict: the whole pool (``rerank``) or the unranked ones"""
+        with self._cond:
+            return dict(self._pool) if self.policy == 'rerank' else dict(self._unranked)
+
+    @property
+    def has_unranked(self) -> bool:
+        """Whether candidates wait for a screening"""
+        with self._cond:
+            return bool(self._unranked)
+
+    def apply_ranking(self, ranking: Ranking, best: Optional[float] = None) -> List[Candidate]:
+        """Turn a screening's predictions into the next batch of the queue
+
+        Args:
+            ranking: Predictions of the screening task
+            best: Best objective value so far (for the ``ei`` acquisition)
+        Returns:
+            The candidates queued, in queue order (all of them share the new batch number)
+        """
+        scores = acquisition_scores(ranking.mean, ranking.std, self.acquisition, best)
+        with self._cond:
+            batch = self.next_batch
+            if ranking.smiles:
+                self.next_batch += 1
+            live = [i for i, s in enumerate(ranking.smiles) if s not in self._taken and np.isfinite(scores[i])]
+            for i in live:
+                self._pool.setdefault(ranking.smiles[i], ranking.sources[i])
+                self._unranked.pop(ranking.smiles[i], None)
+            order = _alternate([ranking.sources[i] for i in live], scores[live])
+            chosen = [live[j] for j in order]
+            if self.policy == 'recency':
+                chosen = chosen[:self.batch_size]
+            else:  # The whole pool, ranked, becomes the queue: it cannot run dry before the next re-rank
+                self._heap.clear()
+                self._queued.clear()
+            queued = []
+            for rank, i in enumerate(chosen):
+                smiles = ranking.smiles[i]
+                candidate = Candidate(smiles, 'steered', batch, rank, float(ranking.mean[i]), float(ranking.std[i]),
+                                      ranking.sources[i])
+                self._queued[smiles] = candidate
+                self._heap.append(((-batch, rank), next(self._counter), smiles))
+                queued.append(candidate)
+            heapq.heapify(self._heap)
+            self._forget_oldest()
+            self._cond.notify_all()
+            return queued
+
+    def _forget_oldest(self) -> None:
+        while len(self._pool) > self.max_size:
+            oldest = next(iter(self._pool))
+            del self._pool[oldest]
+            self._unranked.pop(oldest, None)
+
+    # ------------------------------------------------------------------ dispensing
+    def pop(self, lane: str) -> Optional[Candidate]:
+        """Take the next molecule of a lane (it is never dispensed again)
+
+        Args:
+            lane: ``initial``, ``verify`` or ``steered``
+        Returns:
+            The candidate, None if the lane is empty
+        """
+        with self._cond:
+            if lane == 'initial':
+                while self._initial:
+                    smiles = self._initial.popleft()
+                    if smiles not in self._taken:
+                        self._take(smiles)
+                        return Candidate(smiles, 'initial', source='initial')
+                return None
+            if lane == 'verify':
+                return Candidate(self._verify.popleft(), 'verify', source='search') if self._verify else None
+            while self._heap:
+                _, _, smiles = heapq.heappop(self._heap)
+                candidate = self._queued.pop(smiles, None)
+                if candidate is not None and smiles not in self._taken:
+                    self._take(smiles)
+                    return candidate
+            return None
+
+    def _take(self, smiles: str) -> None:
+        self._taken.add(smiles)
+        self._pool.pop(smiles, None)
+        self._unranked.pop(smiles, None)
+
+    def wait(self, timeout: float) -> None:
+        """Wait until something is added to a lane, or ``timeout`` seconds"""
+        with self._cond:
+            self._cond.wait(timeout)
+
+    def depth(self, lane: str = 'steered') -> int:
+        """Molecules waiting in a lane"""
+        with self._cond:
+            return {'initial': len(self._initial), 'verify': len(self._verify), 'steered': len(self._queued)}[lane]
+
+    def __len__(self) -> int:
+        """Candidates in the pool (ranked or not)"""
+        with self._cond:
+            return len(self._pool)
+
+    def snapshot(self, n: Optional[int] = None) -> List[Candidate]:
+        """The queued search candidates, in the order they would be dispensed"""
+        with self._cond:
+            out, seen = [], set()
+            for _, _, smiles in sorted(self._heap):
+                if smiles in self._queued and smiles not in seen:
+                    seen.add(smiles)
+                    out.append(self._queued[smiles])
+            return out[:n] if n is not None else out
+
+
+def _alternate(sources: List[str], scores: np.ndarray) -> List[int]:
+    """Indices in queue order: best first within each source, the sources taking turns"""
+    by_source: Dict[str, List[int]] = {}
+    for i in np.lexsort((np.arange(len(scores)), scores)):  # Stable: ties keep their order
+        by_source.setdefault(sources[i], []).append(int(i))
+    lists = [by_source[s] for s in sorted(by_source)]
+    return [i for group in itertools.zip_longest(*lists) for i in group if i is not None]

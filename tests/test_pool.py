@@ -1,0 +1,157 @@
+"""The candidate pool (moldesign.select.pool) and the acquisition functions, driven directly: no queues, no workers"""
+import threading
+
+import numpy as np
+import pytest
+
+from moldesign.select.acquisition import acquisition_scores
+from moldesign.select.pool import CandidatePool
+from moldesign.select.ranking import Ranking, rank_candidates
+
+
+def ranking(pairs, sources=None, std=None) -> Ranking:
+    """A ranking of (smiles, predicted mean) pairs"""
+    smiles = [s for s, _ in pairs]
+    return Ranking(smiles=smiles, sources=sources or ['moldqn'] * len(smiles),
+                   mean=np.array([m for _, m in pairs], dtype=float),
+                   std=np.ones(len(smiles)) if std is None else np.asarray(std, dtype=float),
+                   model=None, n_train=2)
+
+
+def drain(pool, lane='steered'):
+    out = []
+    while (c := pool.pop(lane)) is not None:
+        out.append(c)
+    return out
+
+
+def test_initial_lane_first_in_order_and_never_twice():
+    pool = CandidatePool()
+    assert pool.add_initial(['CCO', 'CC', 'CCO', 'CCC']) == 3
+    initial = drain(pool, 'initial')
+    assert [c.smiles for c in initial] == ['CCO', 'CC', 'CCC']
+    assert all(c.lane == 'initial' and c.batch is None for c in initial)
+    assert pool.add_initial(['CC', 'CCCC']) == 1  # CC was dispensed already
+    pool.apply_ranking(ranking([('CCO', -1.), ('N', -2.)]))
+    assert [c.smiles for c in drain(pool)] == ['N']  # Dispensed molecules are never queued again
+
+
+def test_recency_most_recent_batch_first_best_rank_within_older_as_fallback():
+    pool = CandidatePool(policy='recency', batch_size=2)
+    first = pool.apply_ranking(ranking([('A', -1.), ('B', -3.), ('C', -2.)]))
+    assert [c.smiles for c in first] == ['B', 'C']  # The best batch_size of the screening
+    assert pool.pop('steered').smiles == 'B'
+    second = pool.apply_ranking(ranking([('D', -0.5), ('E', -0.1)]))
+    assert second[0].batch == first[0].batch + 1
+    order = drain(pool)
+    assert [c.smiles for c in order] == ['D', 'E', 'C']  # Newest batch first, even if predicted worse
+    assert [(c.batch, c.rank) for c in order] == [(1, 0), (1, 1), (0, 1)]
+
+
+def test_rerank_replaces_the_queue_with_the_whole_ranked_pool():
+    pool = CandidatePool(policy='rerank', batch_size=1)
+    pool.add(['A', 'B', 'C'], 'moldqn')
+    assert pool.to_screen() == {'A': 'moldqn', 'B': 'moldqn', 'C': 'moldqn'}
+    queued = pool.apply_ranking(ranking([('A', -1.), ('B', -2.), ('C', -3.)]))
+    assert [c.smiles for c in queued] == ['C', 'B', 'A']  # The whole pool, not batch_size
+    assert pool.pop('steered').smiles == 'C'
+    assert set(pool.to_screen()) == {'A', 'B'}  # The pool keeps what was not dispensed
+    pool.apply_ranking(ranking([('A', -5.), ('B', -2.)]))  # A newer model changes its mind
+    assert [c.smiles for c in drain(pool)] == ['A', 'B']
+
+
+def test_recency_screens_only_new_candidates():
+    pool = CandidatePool(policy='recency')
+    pool.add(['A', 'B'], 'moldqn')
+    assert pool.has_unranked and set(pool.to_screen()) == {'A', 'B'}
+    pool.apply_ranking(ranking([('A', -1.), ('B', -2.)]))
+    assert not pool.has_unranked and pool.to_screen() == {}
+    assert pool.add(['B', 'C'], 'moldqn') == 1
+    assert pool.to_screen() == {'C': 'moldqn'}
+
+
+def test_sources_take_turns_best_first_within_each():
+    pool = CandidatePool(policy='rerank')
+    pairs = [('M1', 3.), ('M2', 1.), ('M3', 2.), ('N1', 40.), ('N2', 10.), ('N3', 30.), ('N4', 20.)]
+    sources = ['moldqn'] * 3 + ['neighbours'] * 4
+    queued = pool.apply_ranking(ranking(pairs, sources))  # Neighbours predicted worse: every other slot anyway
+    assert [c.smiles for c in queued] == ['M2', 'N2', 'M3', 'N4', 'M1', 'N3', 'N1']
+    assert [c.rank for c in queued] == list(range(7))
+
+
+def test_nan_predictions_are_never_queued():
+    pool = CandidatePool()
+    queued = pool.apply_ranking(ranking([('A', float('nan')), ('B', -1.)]))
+    assert [c.smiles for c in queued] == ['B']
+
+
+def test_expansions_once_per_depth_and_forgotten_on_failure():
+    pool = CandidatePool()
+    assert pool.expansions(['A', 'B', 'C'], depths=(2, 1, 1)) == {'A': 2, 'B': 1, 'C': 1}
+    assert pool.expansions(['A', 'B', 'C'], depths=(2, 1, 1)) == {}
+    assert pool.expansions(['B', 'A'], depths=(2, 1)) == {'B': 2}  # B became the best: deeper now
+    pool.forget_expansions({'B': 2})
+    assert pool.expansions(['B'], depths=(1,)) == {'B': 1}
+
+
+def test_verify_lane_each_molecule_once():
+    pool = CandidatePool()
+    assert pool.push_verify('CCO') and not pool.push_verify('CCO')
+    pool.mark_taken([], verified=['CC'])
+    assert not pool.push_verify('CC')  # Verified by an earlier part of the run
+    assert [(c.smiles, c.lane) for c in drain(pool, 'verify')] == [('CCO', 'verify')]
+
+
+def test_marked_molecules_are_excluded():
+    pool = CandidatePool()
+    pool.mark_taken(['A'])
+    assert pool.add(['A', 'B'], 'neighbours') == 1
+    queued = pool.apply_ranking(ranking([('A', -9.), ('B', -1.)]))
+    assert [c.smiles for c in queued] == ['B']
+
+
+def test_pool_forgets_the_oldest_beyond_its_size():
+    pool = CandidatePool(max_size=3)
+    pool.add(['A', 'B', 'C', 'D'], 'moldqn')
+    assert set(pool.to_screen()) == {'B', 'C', 'D'}
+
+
+def test_pop_is_thread_safe():
+    pool = CandidatePool()
+    pool.apply_ranking(ranking([(f'C{i}', float(i)) for i in range(2000)]))
+    taken = []
+
+    def worker():
+        while (c := pool.pop('steered')) is not None:
+            taken.append(c.smiles)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == sorted(f'C{i}' for i in range(2000))  # Each exactly once
+
+
+def test_acquisition_functions():
+    mean, std = np.array([0., 0., -1.]), np.array([1., 3., 0.1])
+    assert list(acquisition_scores(mean, std, 'greedy')) == [0., 0., -1.]
+    ucb = acquisition_scores(mean, std, 'ucb')
+    assert np.argmin(ucb) == 1  # The uncertain one is the most promising by its optimistic bound
+    ei = acquisition_scores(mean, std, 'ei', best=-0.5)
+    assert np.all(ei <= 0) and np.argmin(ei) == 1
+    assert list(acquisition_scores(mean, std, 'ei')) == list(mean)  # No best yet: greedy
+    with pytest.raises(ValueError, match='Unknown acquisition'):
+        acquisition_scores(mean, std, 'thompson')
+
+
+def test_rank_candidates_fits_expands_and_predicts():
+    training = [('CCO', -800.), ('CCC', -950.), ('CC', -700.), ('CCCC', -1200.)]
+    result = rank_candidates(training, {'CCCCC': 'moldqn'}, 'atomization_energy', expand={'CCCC': 1})
+    assert result.smiles[0] == 'CCCCC' and result.sources[0] == 'moldqn'
+    assert 'CCCCCC' in result.smiles or 'CCC(C)C' in result.smiles  # One edit from butane
+    assert all(s == 'neighbours' for s in result.sources[1:])
+    assert not set(result.smiles) & {s for s, _ in training}  # Computed molecules are not candidates
+    assert len(result.mean) == len(result.std) == len(result.smiles) and np.all(np.isfinite(result.mean))
+    assert result.n_train == 4 and result.expanded == {'CCCC': 1}
+    assert hasattr(result.model, 'predict')
