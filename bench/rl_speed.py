@@ -18,7 +18,6 @@ import argparse
 import logging
 import time
 
-import numpy as np
 
 from moldesign.qm9 import sample_molecules
 from moldesign.sample import DQNAgent, MoleculeEnv, generate_molecules, greedy_rollouts, random_walk

@@ -7,7 +7,7 @@ its previous selection is evaluated, so QC idles while the ML tasks (training, M
 
 Figures, from the records' timestamps (steered phase only):
 
-- QC worker utilization: ``moldesign.report.data.qc_utilization(records, parallel_guesses)``: busy
+- QC worker utilization: ``moldesign.report.data.qc_utilization(records, qc_workers)``: busy
   slot time / available slot time between the first start and the last end of a steered QC task;
 - overhead per QC task: ``result_received - created - time.running - queue wait`` (submission, Parsl
   HTEX round trip, serialisation, the thinker's wait for the result), in ms and as a % of
@@ -98,11 +98,11 @@ def analyse(run_dir: Path) -> Dict[str, float]:
     steered = [r for r in records if r.get('phase') == 'steered']
     ml = [r for r in run.rl + run.screening if r.get('time')]
     return {
-        'utilization': qc_utilization(records, run.n_slots),
-        'utilization_whole_run': qc_utilization(run.simulation, run.n_slots, phase=None),
+        'utilization': qc_utilization(records, run.qc_workers),
+        'utilization_whole_run': qc_utilization(run.simulation, run.qc_workers, phase=None),
         'n_batches': len(run.screening),
         'summary_utilization': (run.summary or {}).get('qc_utilization'),
-        'n_slots': run.n_slots,
+        'qc_workers': run.qc_workers,
         'n_tasks': len(over['overhead']),
         'median_overhead_ms': float(np.median(over['overhead']) * 1e3),
         'mean_overhead_ms': float(np.mean(over['overhead']) * 1e3),
@@ -178,7 +178,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for mode, rs in runs.items():
         for r in rs:
             print(f'{mode:<11s} {r["seed"]:>4d} {r["utilization"]:>6.3f} {r["utilization_whole_run"]:>6.3f} '
-                  f'{r["n_batches"]:>6d} {r["n_slots"]:>5d} {r["n_tasks"]:>5d} '
+                  f'{r["n_batches"]:>6d} {r["qc_workers"]:>5d} {r["n_tasks"]:>5d} '
                   f'{r["median_overhead_ms"]:>7.1f} {r["median_overhead_pct"]:>6.2f} {r["median_to_worker_ms"]:>9.1f} '
                   f'{r["median_back_ms"]:>8.1f} {r["median_running_s"]:>6.3f} {r["ml_time_s"]:>6.1f} '
                   f'{r["wall_time_s"]:>7.1f}')

@@ -12,14 +12,16 @@ import pytest
 from colmena.queue import PipeQueues
 from parsl.executors import HighThroughputExecutor
 from parsl.launchers import MpiExecLauncher, SimpleLauncher, SrunLauncher
-from parsl.providers import LocalProvider, PBSProProvider, SlurmProvider
+from parsl.providers import PBSProProvider, SlurmProvider
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import run  # noqa: E402  (run.py at the repository root)
-from moldesign.steer.server import ML_METHODS, QC_METHODS, TOPICS, make_task_server  # noqa: E402
+from moldesign.steer.campaign import ml_methods, qc_methods  # noqa: E402
+from moldesign.steer.checks import default_qc_workers, load_config_module  # noqa: E402
+from moldesign.steer.queues import TOPICS  # noqa: E402
+from moldesign.steer.server import make_task_server  # noqa: E402
 
 CONFIG_NAMES = sorted(p.stem for p in (REPO / 'config').glob('*.py') if not p.stem.startswith('_'))
 CLUSTER = {  # name -> (provider type, launcher type of qc, launcher type of ml)
@@ -45,7 +47,7 @@ def fake_scheduler(tmp_path, monkeypatch):
 
 
 def _build(name: str, run_dir: Path, qc_workers: int = None):
-    module = run.load_config_module(name)
+    module = load_config_module(name)
     if qc_workers is None:
         qc_workers = module.default_qc_workers() if hasattr(module, 'default_qc_workers') else 1
     return module, module.make_config(run_dir, qc_workers, 1)
@@ -73,7 +75,7 @@ def test_config_builds_without_submitting(name, tmp_path, fake_scheduler):
         assert _omp_threads(executor) >= 1
     if hasattr(module, 'default_qc_workers'):
         assert isinstance(module.default_qc_workers(), int) and module.default_qc_workers() >= 1
-        assert run._default_workers(module) == module.default_qc_workers()
+        assert default_qc_workers(module) == module.default_qc_workers()
     assert 'HighThroughputExecutor' in repr(config)  # run.py writes repr(config) to parsl_config.txt
 
     # Nothing was submitted: no scheduler command ran, no job is known to any provider
@@ -107,7 +109,7 @@ def test_cluster_config_providers_and_encryption(name, tmp_path):
 
 @pytest.mark.parametrize('name', sorted(CLUSTER))
 def test_cluster_constants_take_effect(name, tmp_path, monkeypatch):
-    module = run.load_config_module(name)
+    module = load_config_module(name)
     monkeypatch.setattr(module, 'NODES', 3)
     monkeypatch.setattr(module, 'QC_THREADS_PER_WORKER', 8)
     monkeypatch.setattr(module, 'WALLTIME', '02:30:00')
@@ -125,7 +127,7 @@ def test_cluster_constants_take_effect(name, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('threads', [1, 3, 4, 8, 32])
 def test_polaris_qc_workers_pinned_to_disjoint_cores(threads, tmp_path, monkeypatch):
-    module = run.load_config_module('polaris')
+    module = load_config_module('polaris')
     monkeypatch.setattr(module, 'QC_THREADS_PER_WORKER', threads)
     qc = {e.label: e for e in module.make_config(tmp_path, 4).executors}['qc']
 
@@ -144,15 +146,15 @@ def test_polaris_qc_workers_pinned_to_disjoint_cores(threads, tmp_path, monkeypa
 
 def test_bad_arguments_and_interface_give_clear_errors(tmp_path, monkeypatch):
     for name in sorted(CLUSTER):
-        module = run.load_config_module(name)
+        module = load_config_module(name)
         with pytest.raises(ValueError, match='at least one QC'):
             module.make_config(tmp_path, 0)
-    slurm = run.load_config_module('slurm')
+    slurm = load_config_module('slurm')
     monkeypatch.setattr(slurm, 'INTERFACE', 'nosuchif0')
     with pytest.raises(ValueError, match="no network interface 'nosuchif0'"):
         slurm.make_config(tmp_path, 1)
     # Polaris falls back to the host name off Polaris (no bond0 here), so the config can be inspected anywhere
-    polaris = run.load_config_module('polaris')
+    polaris = load_config_module('polaris')
     monkeypatch.setattr(polaris, 'INTERFACE', 'nosuchif0')
     assert all(e.address for e in polaris.make_config(tmp_path, 1).executors)
 
@@ -161,15 +163,15 @@ def test_bad_arguments_and_interface_give_clear_errors(tmp_path, monkeypatch):
 def test_task_server_routes_methods_to_executors(name, tmp_path):
     _, config = _build(name, tmp_path)
     queues = PipeQueues(topics=list(TOPICS))
-    server = make_task_server(queues, config)  # Not started: no Parsl, no process
+    server = make_task_server(queues, config, qc_methods(), ml_methods())  # Not started: no Parsl, no process
     routes = {method: list(app.executors) for method, (app, _) in server.methods_.items()}
 
-    assert set(routes) == set(QC_METHODS) | set(ML_METHODS)
-    assert set(QC_METHODS) == {'compute_reference_energy', 'compute_atomization_energy'}
-    assert set(ML_METHODS) == {'generate_molecules', 'compute_score'}
-    for method in QC_METHODS:
+    qc = {'compute_reference_energy', 'compute_atomization_energy', 'compute_atomization_energies'}
+    ml = {'generate_molecules', 'rank_candidates', 'warm_up'}
+    assert set(routes) == qc | ml
+    for method in qc:
         assert routes[method] == ['qc'], method
-    for method in ML_METHODS:
+    for method in ml:
         assert routes[method] == ['ml'], method
     assert server.pid is None
 
@@ -209,8 +211,8 @@ import json, os, sys
 import parsl
 from parsl import python_app
 sys.path.insert(0, sys.argv[1])
-import run
-module = run.load_config_module(sys.argv[3])
+from moldesign.steer.checks import load_config_module
+module = load_config_module(sys.argv[3])
 SETUP
 config = module.make_config(sys.argv[2], module.default_qc_workers())
 

@@ -105,7 +105,7 @@ def run_dir(tmp_path) -> Path:
     (run / 'run_params.json').write_text(json.dumps(params))
     (run / 'qc_spec.json').write_text(json.dumps({'name': 'xtb', 'program': 'xtb', 'method': 'gfn2-xtb',
                                                   'basis': None, 'keywords': {}, 'relax': True}))
-    (run / 'reference_energies.json').write_text(json.dumps({'H': -0.39, 'C': -1.79, 'O': -3.9}))
+    (run / 'reference_energies.json').write_text(json.dumps({'xtb': {'H': -0.39, 'C': -1.79, 'O': -3.9}}))
     lines = [json.dumps(r) for r in _simulation_records()]
     truncated = json.dumps(_molecule('m10', 'CCCCCC', -9999.0, 'steered', 10, 120, 130, 1, batch=3, rank=1))[:150]
     (run / 'simulation_records.jsonld').write_text('\n'.join(lines) + '\n' + truncated)
@@ -124,7 +124,7 @@ def test_load_run_tolerates_truncation_and_missing_files(run_dir):
     assert run.skipped_lines == {'simulation_records.jsonld': 1}
     assert len(run.simulation) == 12 and len(run.rl) == 2 and len(run.screening) == 1
     assert [r['evaluation'] for r in run.molecule_records] == list(range(1, 10))
-    assert run.objective == 'atomization_energy' and run.n_slots == 2
+    assert run.objective == 'atomization_energy' and run.qc_workers == 2
 
     (run_dir / 'rl_records.jsonld').unlink()
     assert load_run(run_dir).rl == []
@@ -191,7 +191,7 @@ def test_qc_utilization_exact(run_dir):
     # An explicit window clips the intervals: [100, 110] holds 10 + 5 + 5 (m8 from 105) = 20 of 20 slot-seconds
     assert qc_utilization(records, 2, start=T0 + 100, end=T0 + 110) == pytest.approx(1.0)
     assert math.isnan(qc_utilization([], 2))
-    with pytest.raises(ValueError, match='n_slots'):
+    with pytest.raises(ValueError, match='qc_workers'):
         qc_utilization(records, 0)
 
 
@@ -267,7 +267,7 @@ def test_cli(run_dir, capsys, tmp_path):
 
 
 def _state(**kwargs) -> ProgressState:
-    values = dict(evaluated=12, target=40, failed=1, in_flight=2, queue_depth=17, batches=3, best_smiles='CCO',
+    values = dict(done=12, total=40, evaluated=12, target=40, failed=1, in_flight=2, queue_depth=17, batches=3, best_smiles='CCO',
                   best_value=-512.3, utilization=0.97, objective='atomization_energy', phase='steered')
     values.update(kwargs)
     return ProgressState(**values)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from moldesign.chem import count_atoms
-from moldesign.score import OBJECTIVES, OTHER, GroupCountFeaturizer, compute_score, make_model, train_model
+from moldesign.score import OBJECTIVES, OTHER, GroupCountFeaturizer, compute_score, train_model
 
 
 @pytest.fixture(scope='module')

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from moldesign.report.data import (QC_METHOD, REFERENCE_METHOD, RunData, compute_interval, record_objective,
+from moldesign.report.data import (REFERENCE_METHOD, RunData, compute_interval, record_objective,
                                    record_phase, worker_label)
 from moldesign.report.progress import objective_unit
 

@@ -24,10 +24,16 @@ logger = logging.getLogger(__name__)
 class ProgressState:
     """A snapshot of a campaign's progress"""
 
+    phase: str
+    """'reference', 'initial', 'steered', 'stopping' or 'done'"""
+    done: int
+    """Units of the phase completed (atoms, initial molecules, steered molecules)"""
+    total: int
+    """Units of the phase"""
     evaluated: int
-    """Molecules whose QC result was received (failures included)"""
+    """Steered molecules whose QC result was received (failures included)"""
     target: int
-    """Molecules the campaign will evaluate (search_size)"""
+    """Steered molecules the campaign will evaluate (search_size)"""
     failed: int
     """QC tasks that failed"""
     in_flight: int
@@ -35,7 +41,7 @@ class ProgressState:
     queue_depth: int
     """Molecules waiting in the priority queue"""
     batches: int
-    """Generator batches completed"""
+    """Screening batches completed"""
     best_smiles: Optional[str]
     """Best molecule so far"""
     best_value: Optional[float]
@@ -44,8 +50,10 @@ class ProgressState:
     """QC slot utilization so far (0-1), None if not known yet"""
     objective: str
     """Name of the objective minimised"""
-    phase: str
-    """'reference', 'initial', 'steered' or 'done'"""
+    verified_smiles: Optional[str] = None
+    """Best molecule by its verified (higher-level) value"""
+    verified_value: Optional[float] = None
+    """Its verified objective value"""
 
 
 def objective_unit(objective: str) -> str:
@@ -207,6 +215,8 @@ class ProgressReporter:
             if on_terminal:  # Handlers writing to files or pipes are left alone
                 replacement = RichHandler(console=self._console, show_path=False, level=handler.level)
                 replacement.setFormatter(logging.Formatter('%(name)s: %(message)s'))
+                for log_filter in handler.filters:  # What the console shows stays the same
+                    replacement.addFilter(log_filter)
                 root.removeHandler(handler)
                 root.addHandler(replacement)
                 self._swapped.append((handler, replacement))

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from moldesign.report.data import (QC_METHOD, REFERENCE_METHOD, RunData, load_run,
+from moldesign.report.data import (REFERENCE_METHOD, RunData, load_run,
                                    qc_utilization, record_objective, record_phase)
 from moldesign.report.progress import objective_unit
 
@@ -224,10 +224,10 @@ def run_counts(run: RunData) -> Dict[str, Any]:
 
 
 def _steered_utilization(run: RunData) -> Optional[float]:
-    if not run.n_slots:
+    if not run.qc_workers:
         return None
-    qc_records = [r for r in run.simulation if r.get('method', QC_METHOD) == QC_METHOD]
-    value = qc_utilization(qc_records, run.n_slots, phase='steered')
+    qc_records = [r for r in run.simulation if r.get('smiles')]
+    value = qc_utilization(qc_records, run.qc_workers, phase='steered')
     return None if math.isnan(value) else value
 
 
@@ -279,12 +279,12 @@ def write_report(run_dir: Union[RunData, str, Path], n_top: int = 10, qm9_lookup
     qc_name = spec.get('name') or params.get('qc') or '?'
     lines.append(f'| QC specification | `{qc_name}` ({spec.get("program", "?")}, {spec.get("method", "?")}'
                  f'{", " + spec["basis"] if spec.get("basis") else ""}) |')
-    for key in ('objective', 'search_size', 'initial_count', 'parallel_guesses', 'seed', 'config'):
+    for key in ('objective', 'search_size', 'initial_count', 'qc_workers', 'seed', 'config', 'queue_policy'):
         if key in params:
             lines.append(f'| {key} | `{params[key]}` |')
     wall = _wall_time(run)
     lines.append(f'| wall time | {_fmt(wall)} s |' if wall is not None else '| wall time | unknown |')
-    slots = '' if not run.n_slots else f' ({run.n_slots} slot{"s" if run.n_slots > 1 else ""})'
+    slots = '' if not run.qc_workers else f' ({run.qc_workers} QC worker{"s" if run.qc_workers > 1 else ""})'
     lines.append(f'| QC utilization, steered phase | {_fmt(utilization, ".2f")}{slots} |')
     lines.append('')
     if run.summary:
@@ -293,10 +293,10 @@ def write_report(run_dir: Union[RunData, str, Path], n_top: int = 10, qm9_lookup
             lines += ['Summary written by the run (summary.json):', '', '| key | value |', '|---|---|']
             lines += [f'| {k} | {_fmt(v, ".4g") if isinstance(v, float) else v} |' for k, v in scalars.items()]
             lines.append('')
-    if run.reference_energies:
-        lines += ['Reference atom energies (Hartree): ' +
-                  ', '.join(f'{k} {v:.6f}' for k, v in run.reference_energies.items()
-                            if isinstance(v, (int, float))), '']
+    for spec_name, energies in (run.reference_energies or {}).items():
+        if isinstance(energies, dict):
+            lines += [f'Reference atom energies with `{spec_name}` (Hartree): ' +
+                      ', '.join(f'{k} {v:.6f}' for k, v in energies.items() if isinstance(v, (int, float))), '']
 
     lines += ['## Counts', '',
               f'- Molecules evaluated: {counts["evaluated"]} ({counts["succeeded"]} succeeded, {counts["failed"]} '

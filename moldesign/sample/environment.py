@@ -30,7 +30,8 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 
-from moldesign.chem import HEAVY_ELEMENTS, MAX_HEAVY_ATOMS, InvalidMoleculeError, canonicalize, check_mol, parse_smiles
+from moldesign.chem import (HEAVY_ELEMENTS, MAX_HEAVY_ATOMS, InvalidMoleculeError, canonicalize, check_mol,
+                            parse_smiles, validate_smiles)
 
 logger = logging.getLogger(__name__)
 
@@ -191,14 +192,7 @@ class MoleculeEnv:
         Raises:
             InvalidMoleculeError: if it is not a molecule of this environment
         """
-        if smiles == EMPTY:
-            return EMPTY
-        mol = parse_smiles(smiles)
-        try:
-            check_mol(mol, self.max_heavy_atoms)
-        except InvalidMoleculeError as exc:
-            raise InvalidMoleculeError(f'{smiles}: {exc}') from None
-        return canonicalize(mol)
+        return EMPTY if smiles == EMPTY else validate_smiles(smiles, self.max_heavy_atoms)
 
     def get_actions(self, smiles: str) -> ActionSet:
         """All molecules one edit away from a state, with their fingerprints (cached)

@@ -5,16 +5,15 @@ contributions; per-atom objectives are derived from it.
 """
 from __future__ import annotations
 
-import functools
 import logging
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
-from rdkit import Chem
 from sklearn.linear_model import BayesianRidge
 from sklearn.pipeline import Pipeline
 
-from moldesign.score.featurize import GroupCountFeaturizer, _to_mol
+from moldesign.chem import count_atoms
+from moldesign.score.featurize import GroupCountFeaturizer
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +61,6 @@ def train_model(smiles: Sequence[str], values: Sequence[float]) -> Pipeline:
     return model
 
 
-@functools.lru_cache(maxsize=65536)
-def _count_atoms(smiles: str) -> int:
-    """Number of atoms, hydrogens included"""
-    mol = _to_mol(smiles)
-    return mol.GetNumAtoms() + sum(a.GetTotalNumHs() for a in mol.GetAtoms())
-
-
 def compute_score(model: Pipeline, smiles: Sequence[str],
                   objective: str = 'atomization_energy') -> Tuple[np.ndarray, np.ndarray]:
     """Predict the objective for molecules
@@ -89,6 +81,6 @@ def compute_score(model: Pipeline, smiles: Sequence[str],
     mean, std = model.predict(smiles, return_std=True)
     mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
     if objective == 'atomization_energy_per_atom':
-        n_atoms = np.array([_count_atoms(s) for s in smiles], dtype=float)
+        n_atoms = np.array([count_atoms(s) for s in smiles], dtype=float)
         mean, std = mean / n_atoms, std / n_atoms
     return mean, std

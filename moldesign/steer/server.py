@@ -1,173 +1,119 @@
-"""Assemble the Colmena queues and the Parsl task server, and shut them down without leaving processes.
+"""The Parsl task server: QC methods on the executor ``qc``, ML methods on ``ml``, and stopping it without leftovers.
 
-QC methods run on the Parsl executor labelled ``qc``; ML methods (RL generation, screening) on ``ml``.
-The task server is a child process (forked) that loads Parsl itself; it ignores SIGINT so a Ctrl-C
-at the terminal reaches only the thinker, which drains the work and then stops the server.
+The task server is a child process (forked) that loads Parsl itself. It ignores SIGINT, so a Ctrl-C at the
+terminal reaches only the thinker, which drains the work and then stops the server. It is a child subreaper
+and gets a signal when its parent dies (Linux), so that when ``run.py`` is killed outright the server shuts
+Parsl down and kills every process Parsl started (interchanges, local worker pools) instead of leaving them.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import platform
 import signal
 import sys
 import threading
 import time
-from functools import update_wrapper
-from typing import Callable, Collection, List, Optional
+from functools import partial
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import parsl
+import psutil
 from colmena.exceptions import TimeoutException
 from colmena.models import Result
+from colmena.models.methods import PythonMethod
 from colmena.queue.base import ColmenaQueues
-from colmena.queue.python import PipeQueues
-from colmena.queue.redis import RedisQueues
 from colmena.task_server.parsl import ParslTaskServer
 from parsl.config import Config
 
-logger = logging.getLogger(__name__)
+from moldesign.steer.queues import TOPICS
 
-TOPICS = ('simulator', 'ML')
-"""Colmena topics: QC results go to the task consumer (simulator), ML results to the generator (ML)"""
-QC_METHODS = ('compute_reference_energy', 'compute_atomization_energy')
-ML_METHODS = ('generate_molecules', 'compute_score')
+logger = logging.getLogger(__name__)
 
 PARSL_SHUTDOWN_TIMEOUT = 5.
 """Seconds the task server gives Parsl to shut down before it kills Parsl's processes"""
+INTERCHANGE_GRACE = 1.
+"""Seconds an HTEX interchange gets to exit on SIGTERM before it is killed (Parsl's default: 10)"""
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
+_PARENT_DEATH_SIGNAL = signal.SIGUSR2
 
 
 class QCTimeout(TimeoutError):
     """A QC task ran longer than its time limit"""
 
 
-def time_limited(func: Callable, seconds: Optional[float]) -> Callable:
-    """Wrap a worker function so it raises :class:`QCTimeout` after ``seconds`` of wall time
+class TimeLimited:
+    """A worker function that raises :class:`QCTimeout` after ``seconds`` of wall time (picklable)
 
     Uses SIGALRM, so it acts only when the task runs in the main thread of its worker process
     (as in Parsl's HighThroughputExecutor); elsewhere the function runs without a limit.
 
     Args:
         func: Function to wrap (its name is kept: Colmena names methods after ``__name__``)
-        seconds: Time limit; None or 0 for none
-    Returns:
-        The wrapped function
+        seconds: Time limit
     """
-    if not seconds:
-        return func
 
-    def wrapper(*args, **kwargs):
+    def __init__(self, func: Callable, seconds: float):
+        self.func = func
+        self.seconds = seconds
+        self.__name__ = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __call__(self, *args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
-            return func(*args, **kwargs)
+            return self.func(*args, **kwargs)
 
         def _alarm(signum, frame):
-            raise QCTimeout(f'{func.__name__} exceeded the QC time limit of {seconds:g} s')
+            raise QCTimeout(f'{self.__name__} exceeded the QC time limit of {self.seconds:g} s')
 
         previous = signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
         try:
-            return func(*args, **kwargs)
+            return self.func(*args, **kwargs)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
 
-    return update_wrapper(wrapper, func)
+
+def time_limited(func: Callable, seconds: Optional[float]) -> Callable:
+    """Wrap a worker function so it raises :class:`QCTimeout` after ``seconds`` (None or 0: no limit)"""
+    return TimeLimited(func, seconds) if seconds else func
 
 
-class ThreadSafePipeQueues(PipeQueues):
-    """Colmena's pipe queues, safe when several threads send at once
+class NodeAwareMethod(PythonMethod):
+    """Colmena's Python method, also recording the node a task ran on
 
-    Colmena 0.7.2 writes to one ``multiprocessing`` pipe from every thread without a lock: the generator
-    (sending a MolDQN agent of a few MB) and the consumer (sending a QC task) interleave their bytes and
-    the task server dies with ``UnicodeDecodeError``/``UnpicklingError``. The same holds for Parsl's
-    callback threads sending results back. Each direction gets a lock here.
+    ``worker_info['node']`` is the scheduler's name of the node (Slurm's ``SLURMD_NODENAME``, PBS's short host
+    name), else the host name: emulated or virtual nodes may share one host name. ``worker_info['block']`` is
+    Parsl's block (batch job) of the worker.
     """
 
-    def __init__(self, topics: Collection[str] = ()):
-        super().__init__(topics)
-        self._init_locks()
-
-    def _init_locks(self):
-        self._request_lock = threading.Lock()
-        self._result_lock = threading.Lock()
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop('_request_lock', None)
-        state.pop('_result_lock', None)
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._init_locks()
-
-    def _send_request(self, message: str, topic: str):
-        with self._request_lock:
-            super()._send_request(message, topic)
-
-    def _send_result(self, message: str, topic: str):
-        with self._result_lock:
-            super()._send_result(message, topic)
+    def __call__(self, result: Result) -> Result:
+        result = super().__call__(result)
+        if result.worker_info is not None:
+            setattr(result.worker_info, 'node', os.environ.get('SLURMD_NODENAME') or platform.node())
+            if 'PARSL_WORKER_BLOCK_ID' in os.environ:
+                setattr(result.worker_info, 'block', os.environ['PARSL_WORKER_BLOCK_ID'])
+        return result
 
 
-class AuthRedisQueues(RedisQueues):
-    """Colmena's Redis queues with a password and a bounded connection time
-
-    Args:
-        topics: Topics of the queue
-        hostname: Redis host
-        port: Redis port
-        prefix: Name of this run's queues on the server
-        password: Redis password (``requirepass``), if the server needs one
-        connect_timeout: Seconds before giving up on connecting
-    """
-
-    def __init__(self, topics: Collection[str], hostname: str, port: int, prefix: str,
-                 password: Optional[str] = None, connect_timeout: float = 5.0):
-        self.password = password
-        self.connect_timeout = connect_timeout
-        super().__init__(topics, hostname=hostname, port=port, prefix=prefix)
-
-    def connect(self):
-        import redis
-        if self.redis_client:
-            return
-        client = redis.StrictRedis(host=self.hostname, port=self.port, password=self.password,
-                                   decode_responses=True, socket_connect_timeout=self.connect_timeout)
-        try:
-            client.ping()
-        except redis.exceptions.AuthenticationError as exc:
-            raise ConnectionError(f'Redis at {self.hostname}:{self.port} refused the password: {exc} '
-                                  f'(set --redis-password or MOLDESIGN_REDIS_PASSWORD)') from None
-        except redis.exceptions.ResponseError as exc:
-            if 'NOAUTH' in str(exc) or 'AUTH' in str(exc):
-                raise ConnectionError(f'Redis at {self.hostname}:{self.port} needs a password: {exc} '
-                                      f'(set --redis-password or MOLDESIGN_REDIS_PASSWORD)') from None
-            raise
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise ConnectionError(f'Cannot reach Redis at {self.hostname}:{self.port}: {exc}') from None
-        self.redis_client = client
-
-
-def make_queues(redis_host: Optional[str] = None, redis_port: int = 6379, redis_password: Optional[str] = None,
-                prefix: str = 'moldesign') -> ColmenaQueues:
-    """Queues between thinker and task server: pipes on one host, Redis across hosts
-
-    Args:
-        redis_host: Redis host; None for pipes (thinker and task server on this host)
-        redis_port: Redis port
-        redis_password: Redis password
-        prefix: Name of the run's queues on the Redis server
-    Returns:
-        Queues with topics ``simulator`` and ``ML`` (pickle serialisation)
-    """
-    if redis_host is None:
-        return ThreadSafePipeQueues(topics=TOPICS)
-    return AuthRedisQueues(TOPICS, hostname=redis_host, port=redis_port, prefix=prefix, password=redis_password)
+def _prctl(option: int, value: int) -> bool:
+    """Call Linux's prctl; False where it is not available"""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return False
 
 
 class TaskServer(ParslTaskServer):
     """Colmena's Parsl task server, made safe to stop
 
-    - ignores SIGINT (a Ctrl-C at the terminal goes to the whole process group: the thinker decides);
+    - ignores SIGINT, SIGTERM and SIGHUP: a Ctrl-C at the terminal, a closed terminal or a scheduler's
+      SIGTERM reach the whole process group, and the thinker decides (it drains in-flight QC tasks first);
+    - exits when its parent dies (parent-death signal, and a thread that polls the parent's PID), after
+      cancelling Parsl's blocks and killing its processes;
     - on the kill signal, shuts Parsl down without waiting for tasks the thinker no longer waits for.
       Parsl's HTEX shutdown can hang joining its result thread when a task (e.g. a MolDQN call the
       generator abandoned at the end of the run) is still running; after ``PARSL_SHUTDOWN_TIMEOUT``
@@ -175,58 +121,84 @@ class TaskServer(ParslTaskServer):
     """
 
     def run(self) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        parent = os.getppid()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        signal.signal(_PARENT_DEATH_SIGNAL, self._on_parent_death)
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # Local worker pools, detached by Parsl, stay our descendants
+        _prctl(_PR_SET_PDEATHSIG, _PARENT_DEATH_SIGNAL)
+        if os.getppid() != parent:  # The parent died before the signal was armed
+            self._on_parent_death(_PARENT_DEATH_SIGNAL, None)
+        threading.Thread(target=self._watch_parent, args=(parent,), name='parent-watch', daemon=True).start()
         try:
             super().run()
         except BaseException:
             logger.exception('Task server failed; shutting Parsl down')
-            try:
-                parsl.dfk().cleanup()  # Otherwise the worker pools outlive us
-            except Exception:
-                pass
+            self._shutdown_parsl()
             raise
 
-    def _cleanup(self):
+    def _watch_parent(self, parent: int) -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), _PARENT_DEATH_SIGNAL)
+
+    def _on_parent_death(self, signum, frame) -> None:
+        """The thinker's process died: stop Parsl and every process it started, then exit"""
+        logger.warning('Task server: the thinker process is gone; stopping Parsl and its processes')
+        self._shutdown_parsl()
+        os._exit(1)
+
+    def _shutdown_parsl(self) -> None:
+        """Shut Parsl down (cancels batch jobs), bounded in time; then kill every process Parsl left"""
         done = threading.Event()
 
         def _shutdown():
-            parsl.dfk().cleanup()
+            try:
+                dfk = parsl.dfk()
+                for executor in dfk.executors.values():  # The interchange takes seconds to honour SIGTERM
+                    if hasattr(executor, 'interchange_proc'):
+                        executor.shutdown = partial(executor.shutdown, timeout=INTERCHANGE_GRACE)
+                dfk.cleanup()
+            except Exception as exc:  # No DFK loaded, or cleanup failed: the processes are killed below
+                logger.info(f'Parsl cleanup: {exc}')
             done.set()
 
         threading.Thread(target=_shutdown, name='parsl-cleanup', daemon=True).start()
         if done.wait(PARSL_SHUTDOWN_TIMEOUT):
             logger.info('Parsl shut down')
-            return
-        logger.warning(f'Parsl did not shut down within {PARSL_SHUTDOWN_TIMEOUT:.0f} s (a task the thinker no '
-                       'longer waits for is still running); killing its processes')
-        import psutil
+        else:
+            logger.warning(f'Parsl did not shut down within {PARSL_SHUTDOWN_TIMEOUT:.0f} s (a task the thinker no '
+                           'longer waits for is still running); killing its processes')
         for child in psutil.Process(os.getpid()).children():
-            kill_process_tree(child.pid)  # With its descendants
+            kill_process_tree(child.pid)
+
+    def _cleanup(self):
+        self._shutdown_parsl()
 
 
-def make_task_server(queues: ColmenaQueues, config: Config, qc_timeout: Optional[float] = None) -> TaskServer:
+def make_task_server(queues: ColmenaQueues, config: Config, qc_methods: Sequence[Callable],
+                     ml_methods: Sequence[Callable], qc_timeout: Optional[float] = None) -> TaskServer:
     """Map the QC methods to executor ``qc`` and the ML methods to ``ml``
 
     Args:
         queues: Server side of the queues
         config: Parsl configuration with executors labelled ``qc`` and ``ml``
+        qc_methods: Task functions run on ``qc``
+        ml_methods: Task functions run on ``ml``
         qc_timeout: Wall-time limit of one QC task in seconds (None: none)
     Returns:
         The task server (not started)
+    Raises:
+        ValueError: if the configuration lacks one of the executors
     """
-    from moldesign.sample import generate_molecules
-    from moldesign.score import compute_score
-    from moldesign.simulate import compute_atomization_energy, compute_reference_energy
-
     labels = {e.label for e in config.executors}
     missing = {'qc', 'ml'} - labels
     if missing:
         raise ValueError(f'The Parsl configuration lacks executor(s) labelled {", ".join(sorted(missing))} '
                          f'(has: {", ".join(sorted(labels))})')
-    methods = [(time_limited(f, qc_timeout), {'executors': ['qc']})
-               for f in (compute_reference_energy, compute_atomization_energy)]
-    methods += [(f, {'executors': ['ml']}) for f in (generate_molecules, compute_score)]
+    methods: List[Tuple[PythonMethod, Dict]] = [(NodeAwareMethod(time_limited(f, qc_timeout)), {'executors': ['qc']})
+                                                for f in qc_methods]
+    methods += [(NodeAwareMethod(f), {'executors': ['ml']}) for f in ml_methods]
     return TaskServer(methods, queues, config)
 
 
@@ -251,7 +223,7 @@ def stop_task_server(server: TaskServer, queues: ColmenaQueues, timeout: float =
             logger.warning(f'Could not send the kill signal to the task server: {exc}')
         deadline = time.monotonic() + timeout
         while server.is_alive() and time.monotonic() < deadline:
-            for result in _pending_results(queues):
+            for result in pending_results(queues):
                 logger.info(f'Result of {result.method} arrived while stopping')
                 if on_result is not None:
                     on_result(result)
@@ -260,13 +232,16 @@ def stop_task_server(server: TaskServer, queues: ColmenaQueues, timeout: float =
         logger.warning(f'Task server did not stop within {timeout:.0f} s; killing its processes')
         kill_process_tree(server.pid)
         server.join(5)
+    for result in pending_results(queues):  # Sent just before the server exited
+        if on_result is not None:
+            on_result(result)
     logger.info(f'Task server stopped (exit code {server.exitcode})')
 
 
-def _pending_results(queues: ColmenaQueues) -> List[Result]:
+def pending_results(queues: ColmenaQueues, topics: Iterable[str] = TOPICS) -> List[Result]:
     """Every result waiting in the queues (none if they cannot be read any more)"""
     found = []
-    for topic in TOPICS:
+    for topic in topics:
         while True:
             try:
                 found.append(queues.get_result(topic=topic, timeout=0.01))
@@ -280,7 +255,6 @@ def _pending_results(queues: ColmenaQueues) -> List[Result]:
 
 def kill_process_tree(pid: int) -> None:
     """Kill a process and all its descendants (SIGKILL)"""
-    import psutil
     try:
         parent = psutil.Process(pid)
     except psutil.NoSuchProcess:
@@ -292,6 +266,19 @@ def kill_process_tree(pid: int) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(procs, timeout=5)
+
+
+def processes_of_run(run_dir: os.PathLike) -> List[psutil.Process]:
+    """Processes other than this one whose command line names a run directory (e.g. Parsl's, left by a killed run)"""
+    marker = os.fspath(run_dir)
+    found = []
+    for proc in psutil.process_iter(['pid', 'cmdline']):
+        try:
+            if proc.pid != os.getpid() and marker in ' '.join(proc.info['cmdline'] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
 
 
 def check_path_for_parsl() -> None:

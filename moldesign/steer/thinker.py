@@ -1,241 +1,114 @@
-"""The Colmena thinker that interleaves quantum chemistry with reinforcement learning.
+"""The Colmena thinker: task plumbing between the candidate pool, the result dictionary and the workers.
 
-Two agents share one :class:`MoleculeDesignThinker`:
+Three agents share one :class:`MoleculeDesignThinker`:
 
-- the **task consumer** (QC results on topic ``simulator``) computes the atom reference energies, the
-  initial population, then keeps ``parallel_guesses`` QC workers busy (plus ``qc_prefetch`` tasks
-  waiting at the workers), taking the next molecule from the priority queue each time a result returns. Each result goes to disk at once and
-  into the result dictionary shared with the generator.
-- the **task generator** (ML results on topic ``ML``) trains the group-contribution model on a
-  snapshot of every computed molecule, runs MolDQN (``generate_molecules``) with the model as reward,
-  screens the candidates (``compute_score``), selects greedily and pushes the selection into the
-  priority queue as a new batch; again and again. While MolDQN runs, it adds
-  the one- and two-edit neighbourhoods of the best molecules computed so far to the candidate pool,
-  and each time new QC results have arrived it refits the model (a fraction of a second) and re-ranks
-  the whole pool into the queue, alternating MolDQN's candidates with the neighbourhoods', so the QC
-  workers always take the molecules the newest model thinks best and the queue never runs dry.
+- **consumer** (QC results, topic ``simulator``): computes the reference energies of the atoms, queues the initial
+  population, then handles each QC result in constant time: record to disk, result dictionary, slot released,
+  best molecules queued for verification.
+- **submit_qc** (a Colmena ``task_submitter`` on the ``qc`` slots: workers plus prefetched tasks): takes the next
+  molecule(s) from the :class:`~moldesign.select.pool.CandidatePool` (initial population, then verification
+  within its share of QC time, then the search) and submits it.
+- **steer** (ML results, topic ``ML``): the task generator. It submits the screening task
+  (:func:`~moldesign.select.ranking.rank_candidates`: model fit, neighbourhoods of the best, predictions) whenever
+  new results or candidates call for it, and MolDQN (``generate_molecules``, with the newest model as reward)
+  again and again; the pool turns each screening into the queue's next batch.
 
-Stops when ``search_size`` steered molecules are evaluated, when asked to (:meth:`request_stop`,
-e.g. on Ctrl-C), or when an agent fails; in-flight QC tasks are drained for a bounded time.
+Stops when ``search_size`` steered molecules (and the verification of the best) are done, when asked to
+(:meth:`request_stop`, e.g. on Ctrl-C: in-flight QC tasks are drained for a bounded time), or on an abort.
 """
 from __future__ import annotations
 
-import logging
-import pickle
 import itertools
+import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 from colmena.exceptions import TimeoutException
 from colmena.models import Result
 from colmena.queue.base import ColmenaQueues
-from colmena.thinker import BaseThinker, agent
+from colmena.thinker import BaseThinker, agent, task_submitter
+from colmena.thinker.resources import ResourceCounter
 
 from moldesign.report.progress import ProgressReporter, ProgressState
-from moldesign.report.report import qc_utilization
-from moldesign.sample import neighbourhood
-from moldesign.score import compute_score, train_model
-from moldesign.select import greedy_selection
-from moldesign.simulate.base import QCSpec, SPIN_MULTIPLICITY
-from moldesign.steer.queue import Candidate, CandidateQueue
-from moldesign.store import RL_RECORDS, SCREENING_RECORDS, SIMULATION_RECORDS, RunStore
+from moldesign.select.pool import Candidate, CandidatePool
+from moldesign.simulate.base import SPIN_MULTIPLICITY, QCSpec
+from moldesign.steer.generator import GeneratorAgent, RunAborted
+from moldesign.steer.params import RunParams
+from moldesign.steer.records import failure_message, molecule_record, task_record
+from moldesign.steer.results import ResultDatabase
+from moldesign.store import REFERENCE_ENERGIES, SIMULATION_RECORDS, DiskFullError, \
+    RunStore
 
 logger = logging.getLogger(__name__)
 
 ELEMENTS = tuple(SPIN_MULTIPLICITY)
 """Elements whose isolated-atom energies are needed"""
-
-NEIGHBOR_DEPTH = (2, 2, 1, 1, 1, 1, 1, 1)
-"""Candidates also include the molecules two edits away from the 2 best molecules and one edit away from the
-next 6: random exploration rarely makes the two specific edits that improve a good molecule (cut an O, add a C)"""
-
-_TIME_KEYS = ('running', 'serialize_inputs', 'deserialize_inputs', 'serialize_results', 'deserialize_results')
+__all__ = ['MoleculeDesignThinker', 'RunAborted']
 
 
-class RunAborted(RuntimeError):
-    """The campaign could not go on (reference energies failed, the generator failed repeatedly, ...)"""
-
-
-def result_to_record(result: Result, **fields) -> Dict[str, Any]:
-    """The common part of a record line: identity, success, timings and worker of a Colmena result
-
-    Args:
-        result: A completed Colmena result
-        fields: Extra fields of the record
-    Returns:
-        Record (strict-JSON conversion happens when it is written)
-    """
-    record = {
-        'task_id': result.task_id,
-        'method': result.method,
-        'success': bool(result.success),
-        **fields,
-        'failure_info': result.failure_info.model_dump() if result.failure_info is not None else None,
-        'task_info': result.task_info,
-        'timestamp': result.timestamp.model_dump(),
-        'time': {k: getattr(result.time, k) for k in _TIME_KEYS},
-        'worker_info': result.worker_info.model_dump() if result.worker_info is not None else None,
-        'retries': result.retries,
-    }
-    return record
-
-
-def failure_message(result: Result) -> str:
-    """One-line reason of a failed task"""
-    if result.failure_info is None:
-        return 'unknown failure'
-    return result.failure_info.exception.strip().splitlines()[-1] if result.failure_info.exception else 'unknown failure'
-
-
-class MoleculeDesignThinker(BaseThinker):
-    """Steers QC towards the molecules a continually retrained model predicts best
+class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
+    """Steers QC towards the molecules a continually retrained model predicts best (see the module docstring)
 
     Args:
         queues: Colmena queues (client side) with topics ``simulator`` and ``ML``
-        store: Where records are written
-        qc_spec: QC specification passed to the QC tasks
-        objective: Record field to minimise: ``atomization_energy`` or ``atomization_energy_per_atom``
-        search_size: Number of steered molecules to evaluate with QC
-        initial_smiles: Initial population (canonical SMILES), computed before steering
-        parallel_guesses: Number of QC workers (slots) to keep busy
-        batch_size: Molecules the generator enqueues per batch (more than ``parallel_guesses``)
-        rl_episodes: MolDQN episodes per generator call
-        agent: MolDQN agent (updated and carried across generator calls)
-        rl_options: Extra keyword arguments of ``generate_molecules`` (e.g. ``max_steps``)
-        reference_energies: Atom reference energies already known (restart), Hartree
-        previous_records: Simulation records of an earlier part of this run (restart)
-        start_batch: Number of the next generator batch (restart)
-        seed: Random seed of the RL agent calls
+        store: The run directory
+        params: The campaign's parameters
+        qc_spec: QC specification of the search
+        agent: MolDQN agent (carried across generator calls)
+        initial_smiles: Initial population (canonical SMILES)
+        verify_spec: Higher-level QC specification that verifies the best molecules (None: no verification)
+        reference_energies: Atom energies already known (restart): spec name -> element -> Hartree
+        previous: Molecule records of an earlier part of this run (restart)
+        start_batch: Number of the next screening batch (restart)
         progress: Live progress display
         shutdown_timeout: Seconds to wait for in-flight QC tasks after a stop request
-        qc_max_retries: Colmena retries of a failed QC task (0: failures are recorded, not retried)
-        interleave: Run the generator while QC runs (the application). False gives the batch baseline of
-            the benchmarks: the generator waits until its previous selection is evaluated (QC idles during ML)
-        qc_prefetch: QC tasks submitted beyond one per worker (default: ``parallel_guesses``, i.e. one
-            waiting at each worker), so a worker starts its next molecule as soon as it finishes instead of
-            idling for the result's round trip through Parsl, Colmena and this thinker. The price: a
-            prefetched molecule was chosen one QC result earlier. 0 submits only when a worker is free.
     """
 
-    def __init__(self,
-                 queues: ColmenaQueues,
-                 store: RunStore,
-                 qc_spec: QCSpec,
-                 objective: str,
-                 search_size: int,
-                 initial_smiles: List[str],
-                 parallel_guesses: int,
-                 batch_size: int,
-                 rl_episodes: int,
-                 agent: Any,
-                 rl_options: Optional[Dict[str, Any]] = None,
-                 reference_energies: Optional[Dict[str, float]] = None,
-                 previous_records: Iterable[dict] = (),
-                 start_batch: int = 0,
-                 seed: int = 0,
-                 progress: Optional[ProgressReporter] = None,
-                 shutdown_timeout: float = 60.,
-                 qc_max_retries: int = 0,
-                 interleave: bool = True,
-                 qc_prefetch: Optional[int] = None):
-        super().__init__(queues, daemon=True)
-        if qc_prefetch is not None and qc_prefetch < 0:
-            raise ValueError(f'qc_prefetch must be >= 0, got {qc_prefetch}')
-        self.interleave = interleave
-        self.store = store
-        self.qc_spec = qc_spec
-        self.objective = objective
-        self.search_size = search_size
-        self.parallel_guesses = parallel_guesses
-        self.qc_prefetch = parallel_guesses if qc_prefetch is None else qc_prefetch
-        self.max_in_flight = parallel_guesses + self.qc_prefetch
-        self.batch_size = batch_size
-        self.rl_episodes = rl_episodes
+    def __init__(self, queues: ColmenaQueues, store: RunStore, params: RunParams, qc_spec: QCSpec, agent: Any,
+                 initial_smiles: Sequence[str], verify_spec: Optional[QCSpec] = None,
+                 reference_energies: Optional[Dict[str, Dict[str, float]]] = None, previous: Sequence[dict] = (),
+                 start_batch: int = 0, progress: Optional[ProgressReporter] = None, shutdown_timeout: float = 60.):
+        slots = params.qc_workers + params.qc_prefetch
+        counter = ResourceCounter(slots, ['qc'])
+        counter.reallocate(None, 'qc', slots)
+        # Colmena's own lines (agents starting, slots acquired: two per task) go under colmena's logger
+        super().__init__(queues, resource_counter=counter, daemon=True, logger_name=f'colmena.{__name__}')
+        self.store, self.params, self.qc_spec, self.verify_spec = store, params, qc_spec, verify_spec
         self.agent_state = agent
-        self.rl_options = dict(rl_options or {})
-        self.reference_energies: Dict[str, float] = dict(reference_energies or {})
-        self.seed = seed
         self.progress = progress or ProgressReporter(enabled=False)
         self.shutdown_timeout = shutdown_timeout
-        self.qc_max_retries = qc_max_retries
+        self.references: Dict[str, Dict[str, float]] = {k: dict(v) for k, v in (reference_energies or {}).items()}
 
-        # Shared state: the result dictionary and the priority queue
-        self.lock = threading.RLock()
-        self.database: Dict[str, Dict[str, Any]] = {}  # SMILES -> {success, objective, atomization_energy, ...}
-        self.records: List[dict] = []  # Simulation records of molecules (this run and earlier parts)
-        self.queue = CandidateQueue()
-        self.in_flight: Dict[str, Candidate] = {}  # SMILES -> candidate being computed
+        self.db = ResultDatabase(params.objective, params.qc_workers)
+        self.pool = CandidatePool(params.queue_policy, params.batch_size, params.acquisition, start_batch=start_batch)
+        self.lock = threading.Lock()
+        self.in_flight: Dict[str, List[Candidate]] = {}  # Colmena task id -> molecules
         self.n_steered_submitted = 0
-        self.n_steered_done = 0
-        self.n_evaluations = 0
-        self.n_failed = 0
-        self.batch = start_batch
-        self.batches_done = 0
-        self.pool: Dict[str, None] = {}  # Every candidate the generator found and QC has not computed
-        self.neighbours: set = set()  # The pool's candidates that came from neighbourhoods of the best molecules
-        self.expanded: Dict[str, int] = {}  # Molecule -> depth of the neighbourhood already added to the pool
-        self.reranks = 0
-        self.queue_ran_dry = 0  # Times a steered QC slot was free, budget left, and the queue held nothing new
-        self._fit_evaluations = 0  # Number of QC results the last model was fit on
+        self.verify_in_flight = 0
+        self.busy = {'search': 0., 'verify': 0.}  # QC compute seconds by lane kind
+        self.geometries: Dict[str, str] = {}  # Relaxed XYZ of the molecules queued for verification
+        self.model = None  # Newest surrogate model (from the last screening)
+        self.batches_done = self.reranks = self.queue_ran_dry = 0
+        self._evaluations = itertools.count(1)
+        self._ml_failures = {'generate_molecules': 0, 'rank_candidates': 0}
 
-        # Control
-        self.stop_requested = threading.Event()  # Set on Ctrl-C/SIGTERM
-        self.aborted = threading.Event()  # Set when no result can come any more (task server died)
-        self.initial_done = threading.Event()  # Set when the initial population is submitted (generator may start)
+        self.stop_requested = threading.Event()
+        self.aborted = threading.Event()
+        self.ready = threading.Event()  # Reference energies known: QC submission may start
+        self.steering_done = threading.Event()
         self.errors: List[BaseException] = []
-        self.lost_in_flight: List[str] = []  # Molecules still computing when the drain timed out
+        self.lost_in_flight: List[str] = []
 
-        for record in previous_records:
-            self._remember(record, restored=True)
-        self.initial_smiles = [s for s in dict.fromkeys(initial_smiles) if s not in self.database]
+        for record in previous:
+            self.db.add(record)
+            self.n_steered_submitted += record.get('phase') == 'steered'
+        self._evaluations = itertools.count(self.db.n_evaluations + 1)
+        verified = [r['smiles'] for r in previous if r.get('phase') == 'verify']
+        self.pool.mark_taken([r['smiles'] for r in previous if r.get('phase') != 'verify'], verified)
+        self.initial_smiles = [s for s in dict.fromkeys(initial_smiles) if s not in self.db]
 
-    # ------------------------------------------------------------------ shared state
-    def _remember(self, record: dict, restored: bool = False) -> None:
-        """Add a molecule's simulation record to the result dictionary
-
-        Args:
-            record: Simulation record of a molecule
-            restored: Whether the record comes from an earlier part of the run (restart)
-        """
-        smiles = record['smiles']
-        value = record.get('value') or {}
-        with self.lock:
-            self.records.append(record)
-            self.database[smiles] = {
-                'success': record['success'],
-                'objective': record.get('objective'),
-                'atomization_energy': value.get('atomization_energy'),
-                'evaluation': record.get('evaluation'),
-                'phase': record.get('phase'),
-                'batch': record.get('batch'),
-            }
-            self.n_evaluations = max(self.n_evaluations, record.get('evaluation') or 0)
-            if not record['success']:
-                self.n_failed += 1
-            if record.get('phase') == 'steered':
-                self.n_steered_done += 1
-                if restored:
-                    self.n_steered_submitted += 1
-
-    def best(self, n: int = 1) -> List[tuple]:
-        """The best molecules computed so far: list of (objective, SMILES)"""
-        with self.lock:
-            done = [(v['objective'], s) for s, v in self.database.items() if v['success'] and v['objective'] is not None]
-        return sorted(done)[:n]
-
-    def progress_state(self, phase: str) -> ProgressState:
-        """Counts for the progress display"""
-        best = self.best(1)
-        with self.lock:
-            utilization = qc_utilization(self.records, self.parallel_guesses) if self.n_steered_done else None
-            return ProgressState(
-                evaluated=self.n_steered_done, target=self.search_size, failed=self.n_failed,
-                in_flight=len(self.in_flight), queue_depth=len(self.queue), batches=self.batches_done,
-                best_smiles=best[0][1] if best else None, best_value=best[0][0] if best else None,
-                utilization=utilization, objective=self.objective, phase=phase)
-
+    # ------------------------------------------------------------------ control
     def request_stop(self) -> None:
         """Stop submitting new work; drain what is running (called from a signal handler)"""
         self.stop_requested.set()
@@ -250,349 +123,271 @@ class MoleculeDesignThinker(BaseThinker):
     def stopping(self) -> bool:
         return self.stop_requested.is_set() or self.done.is_set()
 
-    def _wait_for_result(self, topic: str, while_waiting: Optional[Callable[[], None]] = None) -> Optional[Result]:
-        """Wait for a result of a topic, giving up (None) when the run is stopping
-
-        Args:
-            topic: Topic of the result
-            while_waiting: Called about every quarter second while no result has arrived
-        """
-        while not self.stopping:
-            try:
-                return self.queues.get_result(topic=topic, timeout=0.25)
-            except TimeoutException:
-                if while_waiting is not None:
-                    while_waiting()
-        return None
-
-    def _training_set(self) -> List[tuple]:
-        """Every successfully computed molecule: (SMILES, atomization energy in kcal/mol)"""
+    def _budget_left(self) -> int:
         with self.lock:
-            self._fit_evaluations = self.n_evaluations
-            return [(s, v['atomization_energy']) for s, v in self.database.items()
-                    if v['success'] and v['atomization_energy'] is not None]
+            return self.params.search_size - self.n_steered_submitted
 
-    def _expand_best(self) -> int:
-        """Add the neighbourhoods of the best molecules not expanded yet to the candidate pool
+    def _verifying(self) -> bool:
+        return self.verify_spec is not None and self.params.verify_top > 0 and \
+            self.verify_spec.name in self.references
 
-        Returns:
-            Number of new candidates
-        """
-        added = 0
-        for (_, smiles), depth in zip(self.best(len(NEIGHBOR_DEPTH)), NEIGHBOR_DEPTH):
-            if self.expanded.get(smiles, 0) >= depth:
-                continue
-            self.expanded[smiles] = depth
-            found = neighbourhood(smiles, depth)
-            with self.lock:
-                new = [m for m in found if m not in self.database and m not in self.in_flight and m not in self.pool]
-                self.pool.update(dict.fromkeys(new))
-                self.neighbours.update(new)
-            added += len(new)
-        return added
-
-    def _select(self, pool: List[str], mean: np.ndarray, exclude: Iterable[str], n: int) -> List[str]:
-        """Best ``n`` of the pool, alternating MolDQN's candidates and the neighbourhoods' (best first)"""
-        is_neighbour = np.array([m in self.neighbours for m in pool], dtype=bool)
-        chosen = []
-        for part in (~is_neighbour, is_neighbour):
-            chosen.append(greedy_selection([m for m, p in zip(pool, part) if p], mean[part], n, exclude=exclude))
-        merged = [m for pair in itertools.zip_longest(*chosen) for m in pair if m is not None]
-        return merged[:n]
-
-    def _rerank(self) -> None:
-        """Expand the best molecules, refit the model if new QC results arrived, re-rank every known candidate"""
-        if len(self.best(2)) < 2:
-            return  # Too few results to fit a model
-        added = self._expand_best()
-        if self.batches_done == 0:
-            return  # Steering starts with MolDQN's first batch (the model is still poor); the neighbourhoods wait
-        if not self.pool or (self.n_evaluations == self._fit_evaluations and not added):
-            return
-        train = self._training_set()
-        model = train_model([s for s, _ in train], [v for _, v in train])
+    def finished(self) -> bool:
+        """Whether the campaign's work is done: budget spent (or nothing left to try), best molecules verified"""
         with self.lock:
-            exclude = set(self.database) | set(self.in_flight)
-            for smiles in exclude.intersection(self.pool):
-                del self.pool[smiles]
-                self.neighbours.discard(smiles)
-            pool = list(self.pool)
-        if not pool:
-            return
-        mean, std = compute_score(model, pool, self.objective)
-        # The whole pool, ranked, becomes the queue: it cannot run dry before the next re-rank
-        chosen = self._select(pool, mean, exclude, n=len(pool))
-        lookup = dict(zip(pool, zip(mean.tolist(), std.tolist())))
-        batch = self.batch - 1  # The newest batch: re-ranked candidates keep the queue's "most recent first"
-        self.queue.replace([Candidate(s, batch=batch, rank=i, predicted=lookup[s][0], predicted_std=lookup[s][1])
-                            for i, s in enumerate(chosen)])
-        self.reranks += 1
-        self.logger.info(f'Re-ranked {len(pool)} candidates ({len(self.neighbours)} from neighbourhoods of the best) '
-                         f'with a model fit on {len(train)} molecules; best predicted {chosen[0]} '
-                         f'{lookup[chosen[0]][0]:.1f} kcal/mol' if chosen else 'Re-ranked: no candidate left')
+            if self.in_flight:
+                return False
+        if self._verifying() and self.pool.depth('verify'):
+            return False
+        search_over = self.db.n_steered >= self.params.search_size or \
+            (self.steering_done.is_set() and not self.pool.depth('steered') and not self.pool.depth('initial'))
+        return search_over and self.ready.is_set() and not self.pool.depth('initial')
 
     # ------------------------------------------------------------------ task consumer
     @agent
     def consumer(self):
-        """Task consumer: reference energies, initial population, then keep the QC workers busy"""
+        """Reference energies, initial population, then every QC result until the campaign is done"""
         try:
-            self._compute_reference_energies()
-            self.queue.push_batch([Candidate(s, batch=-1, rank=i, phase='initial') for i, s in enumerate(self.initial_smiles)])
-            if not self.initial_smiles:
-                self.initial_done.set()
-            self._run_qc_loop()
+            if self.params.interleave:  # Fresh ML workers load the screening's libraries while QC starts
+                for _ in range(self.params.ml_workers):
+                    self.queues.send_inputs(method='warm_up', topic='ML', keep_inputs=False)
+            if self._compute_reference_energies():
+                self.pool.add_initial(self.initial_smiles)
+                self.ready.set()
+                self._consume()
         except BaseException as exc:
             self.errors.append(exc)
             raise
         finally:
             self.progress.update(self.progress_state('done'))
 
-    def _compute_reference_energies(self) -> None:
-        """Compute the isolated-atom energies that are not known yet"""
-        missing = [e for e in ELEMENTS if e not in self.reference_energies]
-        if not missing:
-            return
-        self.logger.info(f'Computing reference energies of {", ".join(missing)} with {self.qc_spec.name}')
-        for element in missing:
-            self.queues.send_inputs(element, self.qc_spec, method='compute_reference_energy', topic='simulator',
-                                    keep_inputs=False, task_info={'element': element, 'phase': 'reference'},
-                                    max_retries=self.qc_max_retries)
-        failures = []
-        for _ in missing:
-            result = self._wait_for_result('simulator')
-            if result is None:
-                raise RunAborted('Stopped while computing reference energies')
-            element = result.task_info['element']
-            self.store.append(SIMULATION_RECORDS, result_to_record(
-                result, smiles=None, element=element, phase='reference', evaluation=None, batch=None, rank=None,
-                predicted=None, predicted_std=None, objective=None,
-                value={'element': element, 'energy': result.value} if result.success else None))
-            if result.success:
-                self.reference_energies[element] = float(result.value)
-                self.logger.info(f'Reference energy of {element}: {result.value:.6f} Ha')
-            else:
-                failures.append(f'{element}: {failure_message(result)}')
-        if failures:
-            raise RunAborted('Reference energy computation failed, cannot compute atomization energies: ' + '; '.join(failures))
-        self.store.write_json('reference_energies.json', self.reference_energies)
-
-    def _budget_left(self) -> int:
-        with self.lock:
-            return self.search_size - self.n_steered_submitted
-
-    def _submit_next(self) -> bool:
-        """Submit the best queued molecule to QC, if the budget allows
+    def _compute_reference_energies(self) -> bool:
+        """Compute the missing isolated-atom energies of the search's method (the verification's are not awaited)
 
         Returns:
-            Whether a task was submitted
+            Whether they are known (False: stopped meanwhile)
         """
-        while True:
-            candidate = self.queue.pop(timeout=0)
-            if candidate is None:
+        specs = [s for s in (self.qc_spec, self.verify_spec if self.params.verify_top else None) if s is not None]
+        waiting = 0
+        for spec in specs:
+            missing = [e for e in ELEMENTS if e not in self.references.get(spec.name, {})]
+            if missing:
+                logger.info(f'Computing reference energies of {", ".join(missing)} with {spec.name}')
+            for element in missing:
+                self.queues.send_inputs(element, spec, method='compute_reference_energy', topic='simulator',
+                                        keep_inputs=False, max_retries=self.params.qc_retries,
+                                        task_info={'element': element, 'phase': 'reference', 'qc_spec': spec.name})
+                waiting += spec is self.qc_spec
+        self.progress.update(self.progress_state('reference'))
+        while len(self.references.get(self.qc_spec.name, {})) < len(ELEMENTS):
+            if self.stopping:
                 return False
-            with self.lock:
-                if candidate.smiles in self.database or candidate.smiles in self.in_flight:
-                    continue  # Already computed or computing: never twice
-                if candidate.phase == 'steered':
-                    if self.n_steered_submitted >= self.search_size:
-                        self.queue.push(candidate)  # Budget spent: leave it queued
-                        return False
-                    self.n_steered_submitted += 1
-                self.in_flight[candidate.smiles] = candidate
-            self.queues.send_inputs(
-                candidate.smiles, self.qc_spec, self.reference_energies,
-                method='compute_atomization_energy', topic='simulator', keep_inputs=False,
-                max_retries=self.qc_max_retries,
-                task_info={'smiles': candidate.smiles, 'batch': candidate.batch, 'rank': candidate.rank,
-                           'predicted': candidate.predicted, 'predicted_std': candidate.predicted_std,
-                           'phase': candidate.phase})
-            return True
-
-    def _finished(self) -> bool:
-        with self.lock:
-            return self.n_steered_done >= self.search_size and not self.in_flight
-
-    def _run_qc_loop(self) -> None:
-        """Keep ``parallel_guesses + qc_prefetch`` QC tasks in flight until the budget is spent or a stop is requested"""
-        drain_deadline = None
-        was_dry = False
-        while True:
-            if not self.stopping:
-                while len(self.in_flight) < self.max_in_flight and self._submit_next():
-                    pass
-                dry = (len(self.in_flight) < self.max_in_flight and self.batches_done > 0
-                       and self._budget_left() > 0)
-                if dry and not was_dry:
-                    self.queue_ran_dry += 1
-                    self.logger.info('The queue ran dry: a QC slot waits for the generator')
-                was_dry = dry
-                if not self.initial_done.is_set() and not any(c.phase == 'initial' for c in self.queue.snapshot()):
-                    self.initial_done.set()  # Every initial molecule is submitted: the generator may start
-            elif drain_deadline is None:
-                drain_deadline = time.monotonic() + self.shutdown_timeout
-                self.logger.info(f'Stopping: waiting up to {self.shutdown_timeout:.0f} s for '
-                                 f'{len(self.in_flight)} QC task(s) in flight')
-
-            if self._finished():
-                self.logger.info(f'Evaluated {self.n_steered_done} steered molecules: search complete')
-                return
-            if not self.in_flight:
-                if self.stopping:
-                    return
-                if self.n_steered_submitted >= self.search_size:
-                    return  # Budget spent (can happen if queued molecules were all duplicates)
-            if self.aborted.is_set() or (drain_deadline is not None and time.monotonic() > drain_deadline):
-                self.lost_in_flight = list(self.in_flight)
-                self.logger.warning(f'Gave up waiting for {len(self.lost_in_flight)} QC task(s): '
-                                    f'{", ".join(self.lost_in_flight)} (they will be recomputed on restart)')
-                return
-
-            # Short waits while a slot is free, so a new batch is picked up at once
-            free = len(self.in_flight) < self.max_in_flight and not self.stopping
             try:
-                result = self.queues.get_result(topic='simulator', timeout=0.02 if free else 0.5)
+                self._process_results([self.queues.get_result(topic='simulator', timeout=0.1)])
             except TimeoutException:
                 continue
-            self._process_qc_result(result)
+        return True
+
+    def _consume(self) -> None:
+        """Handle QC results until the campaign is done, or drained after a stop request"""
+        deadline = None
+        while not self.aborted.is_set():
+            if self.finished():
+                logger.info(f'Evaluated {self.db.n_steered} steered molecules: campaign complete')
+                return
+            if self.stop_requested.is_set():
+                if deadline is None:
+                    deadline = time.monotonic() + self.shutdown_timeout
+                    logger.info(f'Stopping: waiting up to {self.shutdown_timeout:.0f} s for '
+                                     f'{len(self.in_flight)} QC task(s) in flight')
+                if not self.in_flight:
+                    return
+                if time.monotonic() > deadline:
+                    self.lost_in_flight = [c.smiles for cs in self.in_flight.values() for c in cs]
+                    logger.warning(f'Gave up waiting for {len(self.lost_in_flight)} QC molecule(s): '
+                                        f'{", ".join(self.lost_in_flight)} (they will be computed on restart)')
+                    return
+            results = []
+            try:
+                results.append(self.queues.get_result(topic='simulator', timeout=0.1))
+                while len(results) < 256:  # Whatever else has arrived: one disk sync for all of them
+                    results.append(self.queues.get_result(topic='simulator', timeout=0))
+            except TimeoutException:
+                pass
+            if results:
+                self._process_results(results)
+
+    def _process_results(self, results: List[Result]) -> None:
+        """Write QC results to disk (one sync), then update the dictionary, the slots and the verification lane"""
+        done, slots = [], 0
+        try:
+            for result in results:
+                slots += result.method != 'compute_reference_energy'
+                for record in self._records(result):
+                    self.store.append(SIMULATION_RECORDS, record, sync=False)
+                    done.append(record)
+            self.store.sync()
+        except DiskFullError as exc:
+            logger.error(f'{exc}: stopping (every record written so far is complete)')
+            self.abort(str(exc))
+            return
+        for record in done:
+            self._remember(record)
+        if slots:
+            self.rec.release('qc', slots)
+        self.progress.update(self.progress_state())
+
+    def _records(self, result: Result) -> List[dict]:
+        """The records of one QC result (one per molecule; a reference atom's energy also updates the references)"""
+        info = result.task_info or {}
+        if result.method == 'compute_reference_energy':
+            element, spec = info['element'], info['qc_spec']
+            if result.success:
+                self.references.setdefault(spec, {})[element] = float(result.value)
+            else:
+                self._reference_failed(spec, element, failure_message(result))
+            if len(self.references.get(spec, {})) == len(ELEMENTS):
+                self.store.write_json(REFERENCE_ENERGIES, self.references)
+            return [task_record(result, smiles=None, element=element, phase='reference', qc_spec=spec,
+                                value={'element': element, 'energy': result.value} if result.success else None)]
+        with self.lock:
+            molecules = self.in_flight.pop(result.task_id, [])
+            self.verify_in_flight -= bool(molecules) and molecules[0].lane == 'verify'
+        if not result.success:
+            logger.warning(f'QC failed for {", ".join(c.smiles for c in molecules)}: {failure_message(result)}')
+        values = result.value if result.success and len(molecules) > 1 else [result.value] * len(molecules)
+        records = []
+        for candidate, value in zip(molecules, values):
+            error = value if isinstance(value, str) else None
+            value = value.model_dump(mode='json') if hasattr(value, 'model_dump') and result.success else None
+            verify = candidate.lane == 'verify'
+            evaluation = None if verify else next(self._evaluations)
+            entry = self.db.entries.get(candidate.smiles)
+            extra = {'search_objective': entry.objective if entry else None} if verify else {}
+            records.append(molecule_record(result, self._info(candidate), value, self.params.objective, evaluation,
+                                           error, **extra))
+        return records
+
+    def _reference_failed(self, spec: str, element: str, message: str) -> None:
+        text = f'Reference energy of {element} with {spec} failed: {message}'
+        if spec == self.qc_spec.name:
+            self.abort(text + '; no atomization energy can be computed (try another method, basis or keywords)')
+        else:
+            logger.error(text + '; verification is off for this run')
+            self.verify_spec = None
+
+    def _remember(self, record: dict) -> None:
+        """Put a molecule's record into the dictionary and release its slot"""
+        if record['phase'] == 'reference':
+            return
+        kind = 'verify' if record['phase'] == 'verify' else 'search'
+        stamps = record['timestamp']
+        if stamps.get('compute_started') and stamps.get('compute_ended'):
+            self.busy[kind] += max(0., stamps['compute_ended'] - stamps['compute_started'])
+        if kind == 'verify':
+            self.db.add_verified(record['smiles'], record)
+            return
+        entered = self.db.add(record)
+        if entered and self._verifying() and (self.db.rank_of(record['smiles']) or 0) < self.params.verify_top:
+            self.geometries[record['smiles']] = record['value']['xyz']
+            self.pool.push_verify(record['smiles'])
 
     def record_late_result(self, result: Result) -> None:
-        """Write a QC result that arrives after the consumer stopped (while the task server shuts down)
+        """Write a QC result that arrives after the consumer stopped (while the task server shuts down)"""
+        if result.method == 'compute_atomization_energy' and result.task_id in self.in_flight:
+            smiles = [c.smiles for c in self.in_flight[result.task_id]]
+            self._process_results([result])
+            self.lost_in_flight = [s for s in self.lost_in_flight if s not in smiles]
+            logger.info(f'Wrote the late QC result of {", ".join(smiles)}')
 
-        Only call once the thinker has ended. Other results (ML) are dropped.
-        """
-        smiles = (result.task_info or {}).get('smiles')
-        if result.method != 'compute_atomization_energy' or smiles not in self.in_flight:
-            return
-        self._process_qc_result(result)
-        if smiles in self.lost_in_flight:
-            self.lost_in_flight.remove(smiles)
-        self.logger.info(f'Wrote the late QC result of {smiles}')
+    # ------------------------------------------------------------------ QC submission
+    @task_submitter(task_type='qc')
+    def submit_qc(self):
+        """Fill one QC slot with the next molecule(s) of the pool; hold the slot until there is one"""
+        dry = False
+        while not self.done.is_set():
+            if self.stop_requested.is_set():
+                self.done.wait()
+                break
+            candidates = self._next_candidates() if self.ready.is_set() else []
+            if candidates:
+                self._submit(candidates)
+                return
+            if not dry and self.batches_done and self._budget_left() > 0:
+                dry = True
+                self.queue_ran_dry += 1
+            self.pool.wait(0.05)
+        self.rec.release('qc', 1)
 
-    def _process_qc_result(self, result: Result) -> None:
-        """Store a QC result: record on disk, result dictionary, counters, progress"""
-        info = result.task_info
-        smiles = info['smiles']
+    def _next_candidates(self) -> List[Candidate]:
+        """Initial population first, then verification within its share of QC time, then the search"""
+        size = self.params.qc_bundle
+        found: List[Candidate] = []
+        while len(found) < size and (c := self.pool.pop('initial')) is not None:
+            found.append(c)
+        if found:
+            return found
+        if self._verify_allowed():
+            while (c := self.pool.pop('verify')) is not None:
+                rank = self.db.rank_of(c.smiles)  # Verify it if it is still among the best
+                if rank is not None and rank < self.params.verify_top:
+                    return [c]
         with self.lock:
-            self.n_evaluations += 1
-            evaluation = self.n_evaluations
-            self.in_flight.pop(smiles, None)
-        value = None
-        objective = None
-        if result.success:
-            value = result.value.model_dump(mode='json') if hasattr(result.value, 'model_dump') else dict(result.value)
-            objective = value[self.objective]
+            size = min(size, self.params.search_size - self.n_steered_submitted)
+            while len(found) < size and (c := self.pool.pop('steered')) is not None:
+                found.append(c)
+            self.n_steered_submitted += len(found)
+        return found
+
+    def _verify_allowed(self) -> bool:
+        if not self._verifying() or not self.pool.depth('verify'):
+            return False
+        if self._budget_left() <= 0 or self.steering_done.is_set():
+            return True
+        cap = max(1, int(self.params.verify_share * self.params.qc_workers))
+        spent = self.busy['verify'] + self.busy['search']
+        return self.verify_in_flight < cap and self.busy['verify'] <= self.params.verify_share * spent
+
+    def _submit(self, candidates: List[Candidate]) -> None:
+        lane = candidates[0].lane
+        if lane == 'verify':
+            spec, refs = self.verify_spec, self.references[self.verify_spec.name]
+            args = (candidates[0].smiles, spec, refs)
+            kwargs = {'xyz': self.geometries.get(candidates[0].smiles)}
         else:
-            self.logger.warning(f'QC failed for {smiles}: {failure_message(result)}')
-        record = result_to_record(
-            result, smiles=smiles, element=None, phase=info['phase'], evaluation=evaluation,
-            batch=info.get('batch'), rank=info.get('rank'), predicted=info.get('predicted'),
-            predicted_std=info.get('predicted_std'), objective=objective, value=value)
-        self.store.append(SIMULATION_RECORDS, record)  # On disk before anything else
-        self._remember(record)
-        self.progress.update(self.progress_state('steered' if info['phase'] == 'steered' else 'initial'))
+            spec, refs = self.qc_spec, self.references[self.qc_spec.name]
+            args, kwargs = ((candidates[0].smiles if len(candidates) == 1 else [c.smiles for c in candidates]),
+                            spec, refs), {}
+        method = 'compute_atomization_energies' if len(candidates) > 1 else 'compute_atomization_energy'
+        info = self._info(candidates[0]) if len(candidates) == 1 else {'bundle': [self._info(c) for c in candidates]}
+        with self.lock:
+            task_id = self.queues.send_inputs(*args, method=method, topic='simulator', keep_inputs=False,
+                                              input_kwargs=kwargs, max_retries=self.params.qc_retries,
+                                              task_info=info)
+            self.in_flight[task_id] = candidates
+            self.verify_in_flight += lane == 'verify'
 
-    # ------------------------------------------------------------------ task generator
-    @agent(startup=True)  # Its normal end (budget spent) must not stop the consumer
-    def generator(self):
-        """Task generator: train, generate with MolDQN, screen, select, enqueue; over and over"""
-        try:
-            self._run_generator()
-        except BaseException as exc:
-            self.errors.append(exc)
-            raise
+    def _info(self, candidate: Candidate) -> Dict[str, Any]:
+        spec = self.verify_spec if candidate.lane == 'verify' and self.verify_spec else self.qc_spec
+        phase = 'verify' if candidate.lane == 'verify' else candidate.lane
+        return {'smiles': candidate.smiles, 'phase': phase, 'batch': candidate.batch, 'rank': candidate.rank,
+                'predicted': candidate.predicted, 'predicted_std': candidate.predicted_std,
+                'source': candidate.source, 'qc_spec': spec.name}
 
-    def _run_generator(self) -> None:
-        while not self.initial_done.wait(timeout=0.5):
-            if self.stopping:
-                return
-        consecutive_failures = 0
-        while not self.stopping and self._budget_left() > 0:
-            if not self.interleave and (len(self.queue) or self.in_flight):
-                time.sleep(0.01)  # Batch baseline: wait until the previous selection is evaluated
-                continue
-            train = self._training_set()
-            if len(train) < 2:
-                # Wait for data (the initial population is still running)
-                if not self.in_flight and not len(self.queue):
-                    raise RunAborted(f'Only {len(train)} molecule(s) computed successfully: too few to train a model')
-                time.sleep(0.5)
-                continue
-            batch = self.batch
-            model = train_model([s for s, _ in train], [v for _, v in train])
-            best = [s for _, s in self.best(8)] + ['']  # Edit the best molecules, and also build from nothing
-
-            # Generate candidates with reinforcement learning
-            self.queues.send_inputs(
-                self.agent_state, model, self.rl_episodes, method='generate_molecules', topic='ML', keep_inputs=False,
-                input_kwargs={'objective': self.objective, 'init_smiles': best, 'seed': self.seed + batch,
-                              **self.rl_options},
-                task_info={'batch': batch, 'n_train': len(train)})
-            # While MolDQN runs, keep the queue ranked by the newest model (not in the batch baseline)
-            result = self._wait_for_result('ML', while_waiting=self._rerank if self.interleave else None)
-            if result is None:
-                return
-            candidates = result.value[0] if result.success else []
-            self.store.append(RL_RECORDS, result_to_record(result, batch=batch, n_candidates=len(candidates),
-                                                           episodes=self.rl_episodes))
-            if not result.success:
-                consecutive_failures += 1
-                self.logger.error(f'generate_molecules failed (batch {batch}): {failure_message(result)}')
-                if consecutive_failures >= 3:
-                    raise RunAborted(f'generate_molecules failed 3 times in a row; last: {failure_message(result)}')
-                continue
-            self.agent_state = result.value[1]
-            self._save_agent()
-
-            # Screen the new candidates with the model and select greedily
-            with self.lock:
-                exclude = set(self.database) | set(self.in_flight)
-            candidates = [s for s in candidates if s not in exclude]
-            if not candidates:
-                self.logger.warning(f'Batch {batch}: the agent produced no new molecule')
-                self.batch += 1
-                continue
-            self.queues.send_inputs(model, candidates, method='compute_score', topic='ML', keep_inputs=False,
-                                    input_kwargs={'objective': self.objective}, task_info={'batch': batch})
-            result = self._wait_for_result('ML')
-            if result is None:
-                return
-            selected = []
-            if result.success:
-                mean, std = result.value
-                with self.lock:
-                    exclude = set(self.database) | set(self.in_flight)
-                chosen = greedy_selection(candidates, mean, self.batch_size, exclude=exclude)
-                lookup = {s: (float(m), float(d)) for s, m, d in zip(candidates, mean, std)}
-                selected = [Candidate(s, batch=batch, rank=i, predicted=lookup[s][0], predicted_std=lookup[s][1])
-                            for i, s in enumerate(chosen)]
-                self.queue.push_batch(selected)
-                with self.lock:
-                    self.pool.update(dict.fromkeys(s for s in candidates if s not in exclude))
-                    while len(self.pool) > 20000:  # Bound the memory of very long runs: forget the oldest
-                        oldest = next(iter(self.pool))
-                        del self.pool[oldest]
-                        self.neighbours.discard(oldest)
-                consecutive_failures = 0
-                self.batches_done += 1
-                self.logger.info(f'Batch {batch}: {len(candidates)} new candidates, enqueued {len(selected)}; '
-                                 f'best predicted {selected[0].smiles} {selected[0].predicted:.1f} kcal/mol'
-                                 if selected else f'Batch {batch}: nothing selected')
-            else:
-                consecutive_failures += 1
-                self.logger.error(f'compute_score failed (batch {batch}): {failure_message(result)}')
-                if consecutive_failures >= 3:
-                    raise RunAborted(f'compute_score failed 3 times in a row; last: {failure_message(result)}')
-            self.store.append(SCREENING_RECORDS, result_to_record(
-                result, batch=batch, n_candidates=len(candidates), n_selected=len(selected), n_train=len(train),
-                selected=[{'smiles': c.smiles, 'predicted': c.predicted, 'predicted_std': c.predicted_std,
-                           'rank': c.rank} for c in selected]))
-            self.batch += 1
-            self.progress.update(self.progress_state('steered'))
-
-    def _save_agent(self) -> None:
-        """Keep the latest agent (weights and schedule) for a restart"""
-        path = self.store.path('agent.pkl')
-        tmp = path.with_suffix('.tmp')
-        with tmp.open('wb') as fp:
-            pickle.dump(self.agent_state, fp)
-        tmp.replace(path)
+    # ------------------------------------------------------------------ progress
+    def progress_state(self, phase: Optional[str] = None) -> ProgressState:
+        """Counts for the progress display (cheap: no pass over the records)"""
+        best = self.db.best(1)
+        if phase is None:
+            phase = 'stopping' if self.stop_requested.is_set() else \
+                'initial' if self.db.n_initial < len(self.initial_smiles) and not self.db.n_steered else 'steered'
+        totals = {'reference': (sum(len(v) for v in self.references.values()),
+                                len(ELEMENTS) * (1 + (self.verify_spec is not None and self.params.verify_top > 0))),
+                  'initial': (self.db.n_initial, len(self.initial_smiles))}
+        done, total = totals.get(phase, (self.db.n_steered, self.params.search_size))
+        verified = self.db.best_verified() or (None, None)
+        return ProgressState(phase=phase, done=done, total=total, evaluated=self.db.n_steered,
+                             target=self.params.search_size, failed=self.db.n_failed, in_flight=len(self.in_flight),
+                             queue_depth=self.pool.depth('steered'), batches=self.batches_done,
+                             best_smiles=best[0][1] if best else None, best_value=best[0][0] if best else None,
+                             utilization=self.db.utilization(), objective=self.params.objective,
+                             verified_smiles=verified[1], verified_value=verified[0])

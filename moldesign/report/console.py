@@ -1,0 +1,81 @@
+"""What a campaign logs where: everything to ``runtime.log``, little to the console.
+
+- ``runtime.log`` gets every INFO line of the application, Colmena and Parsl (Colmena's per-task lines only
+  with ``debug``: at hundreds of tasks per second they would be most of the file).
+- The console gets warnings and errors, as one line each (tracebacks only with ``debug``); off a terminal also
+  the application's INFO lines (the periodic progress lines among them). On a terminal the live panel
+  (:mod:`moldesign.report.progress`) replaces them.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, List, Tuple
+
+logger = logging.getLogger(__name__)
+
+HARMLESS = ('Serialized object exceeds buffer threshold',)
+"""Warnings of other packages that say nothing to a user (Parsl: the MolDQN agent is a few MB); kept in the file"""
+_LOG_FORMAT = '%(asctime)s - %(name)s - %(levelname)s - %(message)s'
+
+
+class OneLineFormatter(logging.Formatter):
+    """A console formatter that leaves out tracebacks (they are in runtime.log)"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def console_filter(show_info: bool) -> Callable[[logging.LogRecord], bool]:
+    """What the console shows: warnings and errors, and the application's INFO lines if ``show_info``"""
+    def _filter(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return not record.getMessage().startswith(HARMLESS)
+        return show_info and record.name.startswith('moldesign')
+    return _filter
+
+
+def setup_logging(run_dir: Path, terminal: bool, quiet: bool, debug: bool = False) -> Callable[[], None]:
+    """Send log records to ``runtime.log`` and the console
+
+    Args:
+        run_dir: Run directory (``runtime.log`` is appended to)
+        terminal: Whether the console is a terminal with the live panel (then INFO lines stay off it)
+        quiet: No progress on the console (INFO lines stay off it)
+        debug: Tracebacks on the console, Colmena's per-task lines in the file
+    Returns:
+        A function that removes the handlers again (for campaigns run from Python, one after the other)
+    """
+    root = logging.getLogger()
+    file_handler = logging.FileHandler(Path(run_dir) / 'runtime.log')
+    file_handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s', '%H:%M:%S') if debug
+                         else OneLineFormatter('%(asctime)s %(levelname)s %(message)s', '%H:%M:%S'))
+    console.addFilter(console_filter(show_info=not terminal and not quiet))
+    previous_level = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(file_handler)
+    root.addHandler(console)
+    levels: List[Tuple[logging.Logger, int]] = []
+    for name, level in (('parsl', logging.INFO), ('colmena', logging.INFO if debug else logging.WARNING),
+                        ('proxystore', logging.WARNING)):
+        named = logging.getLogger(name)
+        levels.append((named, named.level))
+        named.setLevel(level)
+
+    def teardown() -> None:
+        for handler in (file_handler, console):
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(previous_level)
+        for named, level in levels:
+            named.setLevel(level)
+
+    return teardown

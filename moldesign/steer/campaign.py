@@ -1,0 +1,333 @@
+"""A campaign: assembled from its parameters, run under supervision, and recorded in its run directory.
+
+In the spirit of ExaMol's ``Specification.assemble()``: :meth:`Campaign.create` (a new run) and
+:meth:`Campaign.restart` (an interrupted one) check every input and open the run directory; :meth:`Campaign.run`
+builds the Parsl configuration, the Colmena queues, the task server and the thinker, runs them, stops them
+(Ctrl-C, SIGTERM and SIGHUP drain the QC tasks in flight; a second signal exits at once), and writes the
+summary and the report. ``run.py`` is only its command line::
+
+    from moldesign.steer.campaign import Campaign
+    from moldesign.steer.params import RunParams, SessionOptions
+    campaign = Campaign.create(RunParams(search_size=8), out_dir='runs', options=SessionOptions(quiet=True))
+    exit_code = campaign.run()
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from moldesign.steer.checks import (UsageError, build_config, check_out_dir, check_qc, load_config_module,
+                                    workers_are_local)
+from moldesign.steer.params import RunParams, SessionOptions
+from moldesign import store as files
+from moldesign.store import RunFileError, RunLocked, RunStore
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def qc_methods() -> List[Callable]:
+    """The QC task functions (executor ``qc``)"""
+    from moldesign.simulate import compute_atomization_energy, compute_reference_energy
+    from moldesign.simulate.bundle import compute_atomization_energies
+    return [compute_reference_energy, compute_atomization_energy, compute_atomization_energies]
+
+
+def ml_methods() -> List[Callable]:
+    """The ML task functions (executor ``ml``)"""
+    from moldesign.sample import generate_molecules
+    from moldesign.select.ranking import rank_candidates, warm_up
+    return [generate_molecules, rank_candidates, warm_up]
+
+
+class Campaign:
+    """One campaign in its run directory (build it with :meth:`create` or :meth:`restart`)
+
+    Args:
+        params: The run's parameters
+        store: The run directory, open and locked
+        options: How this session runs
+        initial_smiles: Initial population
+        previous: What an earlier part of the run computed (restart)
+        config_module: The Parsl configuration module
+        parsl_config: A ready Parsl configuration instead of the module's (e.g. simulated QC in benchmarks)
+        methods: Task functions instead of :func:`qc_methods`, :func:`ml_methods` (same names; benchmarks)
+    """
+
+    def __init__(self, params: RunParams, store: RunStore, options: SessionOptions, initial_smiles: Sequence[str],
+                 previous: Optional[files.RunData] = None, config_module=None, parsl_config=None,
+                 methods: Optional[Dict[str, List[Callable]]] = None):
+        self.params, self.store, self.options = params, store, options
+        self.run_dir = store.run_dir
+        self.initial_smiles = list(initial_smiles)
+        self.previous = previous
+        self.config_module = config_module
+        self.parsl_config = parsl_config
+        self.methods = methods or {}
+        local = config_module is None or workers_are_local(config_module)
+        self.qc_spec = check_qc(params.qc, params.qc_keywords, '--qc', local)
+        self.verify_spec = check_qc(params.verify_qc, params.verify_keywords, '--verify-qc', local) \
+            if params.verify_qc else None
+        self.thinker = None
+        self.interrupted: Optional[str] = None
+        self.wall_time = 0.
+
+    # ------------------------------------------------------------------ assembly
+    @classmethod
+    def create(cls, params: RunParams, out_dir: Path, options: Optional[SessionOptions] = None,
+               initial_smiles: Optional[Sequence[str]] = None, **kwargs) -> 'Campaign':
+        """Check everything, then create a new run directory
+
+        Args:
+            params: The run's parameters
+            out_dir: Directory in which the run directory is created
+            options: How this session runs
+            initial_smiles: Initial population (default: ``params.initial_count`` random QM9 molecules)
+            kwargs: Passed to the constructor (``parsl_config``, ``methods``)
+        Raises:
+            UsageError: for any invalid input, before anything is created
+        """
+        options = options or SessionOptions()
+        config_module = None if kwargs.get('parsl_config') else load_config_module(params.config)
+        local = config_module is None or workers_are_local(config_module)
+        check_qc(params.qc, params.qc_keywords, '--qc', local)
+        if params.verify_qc:
+            check_qc(params.verify_qc, params.verify_keywords, '--verify-qc', local)
+        check_out_dir(Path(out_dir))
+        if initial_smiles is None:
+            from moldesign.qm9 import sample_molecules
+            initial_smiles = list(dict.fromkeys(sample_molecules(params.initial_count, seed=params.seed)['smiles']))
+        params = params.model_copy(update={'initial_count': len(initial_smiles)})
+        run_dir = Path(out_dir) / files.make_run_name(params.model_dump(mode='json'))
+        if config_module is not None:
+            build_config(config_module, run_dir, params.qc_workers, params.ml_workers)  # Raises before mkdir
+        _check_redis(params, options)
+        for attempt in range(1, 100):  # Two runs started in the same second with the same parameters
+            try:
+                run_dir.mkdir(parents=True, exist_ok=False)
+                break
+            except FileExistsError:
+                run_dir = run_dir.with_name(f'{run_dir.name.split("_")[0]}_{attempt + 1}')
+        store = RunStore(run_dir)
+        params.save(run_dir)
+        store.write_json(files.INITIAL_MOLECULES, list(initial_smiles))
+        return cls(params, store, options, initial_smiles, config_module=config_module, **kwargs)
+
+    @classmethod
+    def restart(cls, run_dir: Path, options: Optional[SessionOptions] = None, search_size: Optional[int] = None,
+                config: Optional[str] = None, **kwargs) -> 'Campaign':
+        """Open an interrupted run to continue it
+
+        Args:
+            run_dir: The run directory
+            options: How this session runs
+            search_size: A larger budget (the run's own is kept if this is smaller)
+            config: Another Parsl configuration (default: the run's own)
+            kwargs: Passed to the constructor
+        Raises:
+            UsageError: if the directory is not a run, a file of it is invalid, or another process holds it
+        """
+        options = options or SessionOptions()
+        run_dir = Path(run_dir)
+        if not (run_dir / files.RUN_PARAMS).is_file():
+            raise UsageError(f'--restart: {run_dir} is not a run directory (no {files.RUN_PARAMS})')
+        try:
+            params = RunParams.load(run_dir)
+            updates = {'search_size': max(params.search_size, search_size or 0)}
+            if config is not None:
+                updates['config'] = config
+            params = params.model_copy(update=updates)
+            initial = files.read_json(run_dir / files.INITIAL_MOLECULES, required=True)
+            if not isinstance(initial, list) or not all(isinstance(s, str) for s in initial):
+                raise RunFileError(f'{run_dir / files.INITIAL_MOLECULES} is not a list of SMILES')
+            config_module = None if kwargs.get('parsl_config') else load_config_module(params.config)
+            _check_redis(params, options)
+            store = RunStore(run_dir)
+        except (RunFileError, RunLocked) as exc:
+            raise UsageError(f'--restart: {exc}') from None
+        for aside in store.repair():
+            logger.warning(f'Kept the cut line of an interrupted write in {aside}')
+        previous = files.load_run(run_dir, strict=True)
+        params.save(run_dir)
+        return cls(params, store, options, initial, previous=previous, config_module=config_module, **kwargs)
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> int:
+        """Run the campaign to its end (or a stop request) and record it
+
+        Returns:
+            Exit code: 0 complete, 1 error, 130 interrupted
+        """
+        from moldesign.report.console import setup_logging
+        from moldesign.report.progress import ProgressReporter
+        from moldesign.steer.server import check_path_for_parsl, stop_task_server
+
+        progress = ProgressReporter(enabled=not self.options.quiet)
+        teardown = setup_logging(self.run_dir, terminal=progress.is_terminal, quiet=self.options.quiet,
+                                 debug=self.options.debug)
+        try:
+            logger.info(f'Run directory: {self.run_dir}' + (' (restart)' if self.previous else ''))
+            self._write_description()
+            check_path_for_parsl()
+            server, queues = self._assemble(progress)
+            self._supervise(server, progress)
+            stop_task_server(server, queues, timeout=30, on_result=self.thinker.record_late_result)
+            return self._finish()
+        finally:
+            self.store.close()
+            teardown()
+
+    def _write_description(self) -> None:
+        self.store.write_json(files.QC_SPEC, self.qc_spec.model_dump(mode='json'))
+        self.store.write_json(files.HOST_INFO, files.get_host_info())
+        from moldesign.steer.server import processes_of_run, kill_process_tree
+        stale = processes_of_run(self.run_dir)
+        if stale:
+            logger.warning(f'{len(stale)} process(es) of an earlier session of this run were still alive '
+                           f'(PIDs {", ".join(str(p.pid) for p in stale)}); stopping them')
+            for proc in stale:
+                kill_process_tree(proc.pid)
+
+    def _assemble(self, progress):
+        """The Parsl configuration, the queues, the task server and the thinker"""
+        from threadpoolctl import threadpool_limits
+        from moldesign.steer.queues import make_queues
+        from moldesign.steer.server import make_task_server
+        from moldesign.steer.thinker import MoleculeDesignThinker
+
+        multiprocessing.set_start_method('fork', force=True)  # The task server is a forked child process
+        # The consumer thread waits on pipes and files while other threads hold the GIL: with Python's default
+        # 5 ms switch interval each of its I/O steps can wait 5 ms
+        sys.setswitchinterval(0.0005)
+        threadpool_limits(limits=1, user_api='blas')  # Idle BLAS threads would spin on the workers' cores
+        params = self.params
+        config = self.parsl_config or build_config(self.config_module, self.run_dir, params.qc_workers,
+                                                   params.ml_workers)
+        if params.monitor:
+            from parsl.monitoring import MonitoringHub
+            config.monitoring = MonitoringHub(workflow_name=f'moldesign {self.run_dir.name}',
+                                              logging_endpoint=f'sqlite:///{self.run_dir / files.MONITORING_DB}',
+                                              resource_monitoring_interval=10)
+        (self.run_dir / files.PARSL_CONFIG).write_text(repr(config) + '\n')
+        queues = make_queues(params.redishost, params.redisport or 6379, self.options.redis_password,
+                             prefix=self.run_dir.name)
+        server = make_task_server(queues, config, self.methods.get('qc') or qc_methods(),
+                                  self.methods.get('ml') or ml_methods(), qc_timeout=params.qc_timeout or None)
+        previous = self.previous
+        records = [r for r in (previous.simulation if previous else []) if r.get('smiles')]
+        self.thinker = MoleculeDesignThinker(
+            queues, self.store, params, self.qc_spec, agent=self._load_agent(), initial_smiles=self.initial_smiles,
+            verify_spec=self.verify_spec, reference_energies=_references(previous), previous=records,
+            start_batch=_next_batch(previous), progress=progress, shutdown_timeout=self.options.shutdown_timeout)
+        return server, queues
+
+    def _load_agent(self):
+        from moldesign.sample import DQNAgent
+        if self.previous is not None:
+            try:
+                agent = files.load_agent(self.run_dir)
+            except RunFileError as exc:
+                logger.warning(f'{exc}; starting a new MolDQN agent')
+                agent = None
+            if agent is not None:
+                logger.info('Restored the MolDQN agent (weights and exploration schedule)')
+                return agent
+            if self.previous.rl:
+                logger.warning(f'No readable {files.AGENT} although the run made MolDQN calls: starting a new agent')
+        return DQNAgent(seed=self.params.seed, epsilon_decay=0.97)
+
+    def _supervise(self, server, progress) -> None:
+        """Start the task server and the thinker; wait for the thinker, reacting to signals and a dead server"""
+        thinker = self.thinker
+        signals = {'count': 0}
+
+        def _on_signal(signum, frame):
+            signals['count'] += 1
+            self.interrupted = signal.Signals(signum).name
+            if signals['count'] == 1:
+                logger.warning(f'{self.interrupted} received: stopping after the QC tasks in flight (up to '
+                               f'{self.options.shutdown_timeout:.0f} s); press Ctrl-C again to exit at once')
+                thinker.request_stop()
+                return
+            sys.stderr.write(f'Exiting at once. Completed results are in {self.run_dir}; continue with: '
+                             f'python run.py --restart {self.run_dir}\n')
+            self.store.close()  # Waits for a record being written, so no line is cut
+            from moldesign.steer.server import kill_process_tree
+            if server.pid is not None:
+                kill_process_tree(server.pid)
+            os._exit(EXIT_INTERRUPTED)
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.signal(s, _on_signal) for s in SIGNALS} if main_thread else {}
+        start = time.monotonic()
+        server.start()
+        progress.start()
+        try:
+            thinker.start()
+            while thinker.is_alive():
+                thinker.join(0.25)
+                if not server.is_alive() and thinker.is_alive() and not thinker.aborted.is_set():
+                    thinker.abort(f'the task server exited unexpectedly (exit code {server.exitcode}); '
+                                  f'see {self.run_dir / files.RUNTIME_LOG} and {self.run_dir / files.PARSL_DIR}')
+        finally:
+            progress.stop()
+            self.wall_time = time.monotonic() - start
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _finish(self) -> int:
+        """Write summary.json and the report, print the best molecules, choose the exit code"""
+        from moldesign.report.summary import print_summary, write_summary
+        thinker = self.thinker
+        errors = [f'{type(e).__name__}: {e}' for e in thinker.errors]
+        summary = write_summary(self.run_dir, thinker, self.params, self.wall_time, self.interrupted, errors)
+        print_summary(self.run_dir, summary, report=self.options.report)
+        if errors:
+            for message in errors:
+                logger.error(f'Run ended with an error: {message}')
+            print(f'Continue with: python run.py --restart {self.run_dir}', file=sys.stderr)
+            return EXIT_ERROR
+        if self.interrupted or not summary['complete']:
+            print(f'Interrupted ({self.interrupted or "stopped"}). Continue with: python run.py --restart '
+                  f'{self.run_dir}', file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return EXIT_OK
+
+
+def _check_redis(params: RunParams, options: SessionOptions) -> None:
+    """Connect to the Redis server once, so a wrong host or password is one line before anything is created"""
+    if params.redishost is None:
+        return
+    from moldesign.steer.queues import make_queues
+    try:
+        make_queues(params.redishost, params.redisport or 6379, options.redis_password, prefix='moldesign-check')
+    except ConnectionError as exc:
+        raise UsageError(f'--redishost: {exc}') from None
+
+
+def _references(previous: Optional[files.RunData]) -> Dict[str, Dict[str, float]]:
+    """Atom energies an earlier part of the run computed: spec name -> element -> Hartree"""
+    found: Dict[str, Dict[str, float]] = {}
+    for record in (previous.simulation if previous else []):
+        if record.get('phase') == 'reference' and record.get('success'):
+            spec = record.get('qc_spec') or (previous.qc_spec or {}).get('name')
+            found.setdefault(spec, {})[record['element']] = record['value']['energy']
+    return found
+
+
+def _next_batch(previous: Optional[files.RunData]) -> int:
+    """Number of the next screening batch of a restarted run"""
+    if previous is None:
+        return 0
+    batches = [r.get('batch') for r in previous.simulation + previous.screening]
+    batches = [b for b in batches if isinstance(b, int) and b >= 0]
+    return max(batches) + 1 if batches else 0

@@ -1,0 +1,182 @@
+"""The task generator of the thinker: screening (model fit, neighbourhoods, predictions) and MolDQN, on ``ml``.
+
+:class:`GeneratorAgent` is a part of :class:`~moldesign.steer.thinker.MoleculeDesignThinker` (a mixin: Colmena
+finds its agent on the thinker). It is the only reader of topic ``ML``. Its loop:
+
+- submit a screening (:func:`~moldesign.select.ranking.rank_candidates`) when there is something to screen: the
+  first model, a new MolDQN batch, new best molecules whose neighbourhoods are not enumerated yet, or (policy
+  ``rerank``) at least ``rerank_every`` new results and ``rerank_interval`` seconds since the last one; one at a
+  time, so re-ranking keeps pace with the results without queueing up;
+- submit MolDQN (``generate_molecules``) with the newest model whenever it is idle and the budget is not spent
+  (the batch baseline waits until the previous selection is evaluated);
+- hand each result to the pool (:meth:`~moldesign.select.pool.CandidatePool.apply_ranking`, ``add``) and to disk.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, Optional, Tuple
+
+from colmena.exceptions import TimeoutException
+from colmena.models import Result
+from colmena.thinker import agent
+
+from moldesign.steer.records import failure_message, task_record
+from moldesign.store import RL_RECORDS, SCREENING_RECORDS
+
+logger = logging.getLogger(__name__)
+
+N_STARTS = 8
+"""MolDQN episodes start from the best molecules computed so far (this many) and from the empty molecule"""
+MAX_ML_FAILURES = 3
+"""Consecutive failures of an ML method that end the run"""
+
+
+class RunAborted(RuntimeError):
+    """The campaign cannot go on (reference energies failed, the generator failed repeatedly, disk full, ...)"""
+
+
+class GeneratorAgent:
+    """The ``steer`` agent of the thinker (see the module docstring)"""
+
+    _screening: Optional[Tuple[str, Dict[str, int]]] = None  # Task id and expansions of the screening in flight
+    _generating: Optional[str] = None  # Task id of the MolDQN call in flight
+    _screened_at = 0  # Successful results the last screening's model was fit on
+    _last_screening = float('-inf')
+    _round = 0
+
+    @agent(startup=True)  # Its normal end (budget spent) must not stop the consumer
+    def steer(self):
+        """Screen and generate candidates, again and again, until the budget is spent"""
+        try:
+            self._steer()
+        except BaseException as exc:
+            self.errors.append(exc)
+            self.stop_requested.set()  # The consumer drains the QC tasks in flight, then the run ends
+            raise
+        finally:
+            self.steering_done.set()
+
+    def _steer(self) -> None:
+        while not self._can_start():
+            if self.stopping or self._budget_left() <= 0:
+                return
+            time.sleep(0.05)
+        while not self.stopping:
+            self._maybe_screen()
+            self._maybe_generate()
+            if self._budget_left() <= 0 and not self._screening and not self._generating:
+                return
+            if self._exhausted():
+                logger.warning('No candidate is left to try (sources exhausted); the search ends early')
+                return
+            try:
+                result = self.queues.get_result(topic='ML', timeout=0.05)
+            except TimeoutException:
+                continue
+            self._handle(result)
+
+    def _can_start(self) -> bool:
+        """Steering starts as soon as a model can be fit, so the queue is ready when the initial population ends"""
+        if not self.ready.is_set():
+            return False
+        if len(self.db.training_set()) >= 2:
+            return True
+        if not self.in_flight and not self.pool.depth('initial') and self.db.n_initial >= len(self.initial_smiles):
+            raise RunAborted(f'Only {len(self.db.training_set())} molecule(s) computed successfully: '
+                             'too few to train a model')
+        return False
+
+    def _exhausted(self) -> bool:
+        """Nothing to compute and nothing that could produce candidates"""
+        return ('moldqn' not in self.params.sources and not self._screening and not self.in_flight
+                and not self.pool.depth('steered') and not self.pool.has_unranked and not self.pool.expansions(
+                    [s for _, s in self.db.best(N_STARTS)]))
+
+    def _maybe_screen(self) -> None:
+        if self._screening is not None or time.monotonic() - self._last_screening < self.params.rerank_interval:
+            return
+        n_train = len(self.db.training_set())
+        expand = self.pool.expansions([s for _, s in self.db.best(N_STARTS)]) \
+            if 'neighbours' in self.params.sources else {}
+        rerank = self.params.queue_policy == 'rerank' and len(self.pool) and \
+            n_train - self._screened_at >= self.params.rerank_every
+        if not (expand or self.pool.has_unranked or rerank or self.model is None):
+            return
+        training = self.db.training_set()
+        candidates = self.pool.to_screen()
+        task_id = self.queues.send_inputs(training, candidates, self.params.objective, input_kwargs={'expand': expand},
+                                          method='rank_candidates', topic='ML', keep_inputs=False,
+                                          task_info={'n_train': len(training), 'n_candidates': len(candidates)})
+        self._screening = (task_id, expand)
+        self._screened_at = len(training)
+        self._last_screening = time.monotonic()
+
+    def _maybe_generate(self) -> None:
+        if 'moldqn' not in self.params.sources or self._generating or self.model is None or self._budget_left() <= 0:
+            return
+        if not self.params.interleave and (self.pool.depth('steered') or self.in_flight or self._screening
+                                           or self.pool.has_unranked):
+            return  # Batch baseline: wait until the previous selection is evaluated
+        options = {'objective': self.params.objective, 'seed': self.params.seed + self._round,
+                   'init_smiles': [s for _, s in self.db.best(N_STARTS)] + ['']}
+        if self.params.rl_steps:
+            options['max_steps'] = self.params.rl_steps
+        self._generating = self.queues.send_inputs(self.agent_state, self.model, self.params.rl_episodes,
+                                                   input_kwargs=options, method='generate_molecules', topic='ML',
+                                                   keep_inputs=False, task_info={'round': self._round})
+        self._round += 1
+
+    def _handle(self, result: Result) -> None:
+        """Take an ML result: MolDQN's molecules join the pool; a screening becomes the queue's next batch"""
+        if result.method == 'warm_up':
+            logger.info(f'ML worker warmed up: {result.value if result.success else failure_message(result)}')
+        elif result.method == 'generate_molecules':
+            self._generating = None
+            molecules = result.value[0] if result.success else []
+            self.store.append(RL_RECORDS, task_record(result, round=result.task_info.get('round'),
+                                                      n_candidates=len(molecules), episodes=self.params.rl_episodes))
+            if self._ml_ok(result):
+                self.agent_state = result.value[1]
+                self.store.save_agent(self.agent_state)
+                added = self.pool.add(molecules, 'moldqn')
+                logger.info(f'MolDQN round {result.task_info.get("round")}: {len(molecules)} molecules, '
+                                 f'{added} new candidates')
+        elif result.method == 'rank_candidates':
+            _, expand = self._screening
+            self._screening = None
+            if not result.success:
+                self.pool.forget_expansions(expand)
+                self.store.append(SCREENING_RECORDS, task_record(result, batch=None, **result.task_info))
+                self._ml_ok(result)
+                return
+            ranking = result.value
+            self.model = ranking.model
+            best = self.db.best(1)
+            queued = self.pool.apply_ranking(ranking, best[0][0] if best else None)
+            self.batches_done += 1
+            self.reranks += self.params.queue_policy == 'rerank'
+            self.store.append(SCREENING_RECORDS, task_record(
+                result, batch=queued[0].batch if queued else None, policy=self.params.queue_policy,
+                n_candidates=len(ranking.smiles), n_queued=len(queued), n_train=ranking.n_train,
+                expanded=ranking.expanded, timings=ranking.timings,
+                selected=[{'smiles': c.smiles, 'predicted': c.predicted, 'predicted_std': c.predicted_std,
+                           'rank': c.rank, 'source': c.source} for c in queued[:16]]))
+            self._ml_ok(result)
+            if queued:
+                logger.info(f'Batch {queued[0].batch}: queued {len(queued)} of {len(ranking.smiles)} candidates '
+                                 f'(model fit on {ranking.n_train}); best predicted {queued[0].smiles} '
+                                 f'{queued[0].predicted:.1f}')
+        self.progress.update(self.progress_state())
+
+    def _ml_ok(self, result: Result) -> bool:
+        """Count consecutive failures of an ML method; the run ends after :data:`MAX_ML_FAILURES`"""
+        if result.success:
+            self._ml_failures[result.method] = 0
+            return True
+        self._ml_failures[result.method] += 1
+        logger.error(f'{result.method} failed: {failure_message(result)}')
+        if self._ml_failures[result.method] >= MAX_ML_FAILURES:
+            raise RunAborted(f'{result.method} failed {MAX_ML_FAILURES} times in a row; '
+                             f'last: {failure_message(result)}')
+        return False

@@ -1,0 +1,118 @@
+"""The Colmena queues between the thinker and the task server: pipes on one host, Redis across hosts.
+
+Topics: QC results go to the task consumer (``simulator``), ML results to the steering agent (``ML``).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Collection, Optional
+
+from colmena.queue.base import ColmenaQueues
+from colmena.queue.python import PipeQueues
+from colmena.queue.redis import RedisQueues
+
+logger = logging.getLogger(__name__)
+
+TOPICS = ('simulator', 'ML')
+"""Colmena topics: QC results go to the task consumer (simulator), ML results to the steering agent (ML)"""
+
+
+class ThreadSafePipeQueues(PipeQueues):
+    """Colmena's pipe queues, safe when several threads send or receive at once
+
+    Colmena 0.7.2 writes to its pipes from every thread without a lock: two threads sending at once interleave
+    their bytes and the reader dies with ``UnicodeDecodeError``/``UnpicklingError``. Requests share one pipe, so
+    they share one lock. Each topic has its own result pipe and gets its own lock: a multi-MB MolDQN agent being
+    written into the ``ML`` pipe (which may block while nobody reads it) never holds up a QC result on
+    ``simulator``.
+    """
+
+    def __init__(self, topics: Collection[str] = ()):
+        super().__init__(topics)
+        self._init_locks()
+
+    def _init_locks(self):
+        self._request_lock = threading.Lock()
+        self._result_locks = {t: threading.Lock() for t in self.result_queues}
+        self._receive_locks = {t: threading.Lock() for t in self.result_queues}
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for name in ('_request_lock', '_result_locks', '_receive_locks'):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._init_locks()
+
+    def _send_request(self, message: str, topic: str):
+        with self._request_lock:
+            super()._send_request(message, topic)
+
+    def _send_result(self, message: str, topic: str):
+        with self._result_locks[topic]:
+            super()._send_result(message, topic)
+
+    def _get_result(self, topic: str, timeout: int = None) -> str:
+        with self._receive_locks[topic]:
+            return super()._get_result(topic, timeout)
+
+
+class AuthRedisQueues(RedisQueues):
+    """Colmena's Redis queues with a password and a bounded connection time
+
+    Args:
+        topics: Topics of the queue
+        hostname: Redis host
+        port: Redis port
+        prefix: Name of this run's queues on the server
+        password: Redis password (``requirepass``), if the server needs one
+        connect_timeout: Seconds before giving up on connecting
+    """
+
+    def __init__(self, topics: Collection[str], hostname: str, port: int, prefix: str,
+                 password: Optional[str] = None, connect_timeout: float = 5.0):
+        self.password = password
+        self.connect_timeout = connect_timeout
+        super().__init__(topics, hostname=hostname, port=port, prefix=prefix)
+
+    def connect(self):
+        import redis
+        if self.redis_client:
+            return
+        client = redis.StrictRedis(host=self.hostname, port=self.port, password=self.password,
+                                   decode_responses=True, socket_connect_timeout=self.connect_timeout)
+        try:
+            client.ping()
+        except redis.exceptions.AuthenticationError as exc:
+            raise ConnectionError(f'Redis at {self.hostname}:{self.port} refused the password: {exc} '
+                                  f'(set --redis-password or MOLDESIGN_REDIS_PASSWORD)') from None
+        except redis.exceptions.ResponseError as exc:
+            if 'NOAUTH' in str(exc) or 'AUTH' in str(exc):
+                raise ConnectionError(f'Redis at {self.hostname}:{self.port} needs a password: {exc} '
+                                      f'(set --redis-password or MOLDESIGN_REDIS_PASSWORD)') from None
+            raise
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise ConnectionError(f'Cannot reach Redis at {self.hostname}:{self.port}: {exc}') from None
+        self.redis_client = client
+
+
+def make_queues(redis_host: Optional[str] = None, redis_port: int = 6379, redis_password: Optional[str] = None,
+                prefix: str = 'moldesign') -> ColmenaQueues:
+    """Queues between thinker and task server: pipes on one host, Redis across hosts
+
+    Args:
+        redis_host: Redis host; None for pipes (thinker and task server on this host)
+        redis_port: Redis port
+        redis_password: Redis password
+        prefix: Name of the run's queues on the Redis server
+    Returns:
+        Queues with topics ``simulator`` and ``ML`` (pickle serialisation)
+    Raises:
+        ConnectionError: if the Redis server cannot be reached or refuses the password
+    """
+    if redis_host is None:
+        return ThreadSafePipeQueues(topics=TOPICS)
+    return AuthRedisQueues(TOPICS, hostname=redis_host, port=redis_port, prefix=prefix, password=redis_password)
