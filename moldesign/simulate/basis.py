@@ -61,15 +61,33 @@ def psi4_file_name(basis: str) -> str:
     return name + '.gbs'
 
 
+BSE_CORRECTIONS: Dict[str, Dict[str, str]] = {'6-31g(2df,p)': {'H': '6-31g**', 'He': '6-31g**'}}
+"""Elements whose functions are taken from another basis set of the Basis Set Exchange: its
+6-31G(2df,p) (basis-set-exchange 0.12, "data from the original Basis Set Exchange") has two p
+functions on hydrogen (exponents 1.5 and 0.375) where Gaussian, Q-Chem and PySCF have the one p of
+6-31G** (exponent 1.1) (Basis Set Exchange issue #330). Measured: psi4 B3LYP/6-31G(2df,p) water
+2.6 mHa below QM9's energy with the two p functions; with the one p psi4 agrees with PySCF."""
+
+
 @functools.lru_cache(maxsize=64)
-def _bse_basis(basis: str, elements: Tuple[str, ...], fmt: str) -> Optional[str]:
+def _bse_basis(basis: str, elements: Tuple[str, ...], fmt: str) -> Optional[Tuple[Tuple[Tuple[str, ...], str], ...]]:
+    """Texts of a basis set from the Basis Set Exchange, one per source basis set (see :data:`BSE_CORRECTIONS`)
+
+    Returns:
+        ``((elements, text), ...)``, or None if the package is missing or lacks the basis for an element
+    """
     try:
         import basis_set_exchange as bse
     except ImportError:
         logger.debug('basis-set-exchange is not installed: no basis sets beyond the programs\' own')
         return None
+    corrections = BSE_CORRECTIONS.get(basis, {})
+    groups: Dict[str, list] = {}
+    for element in elements:
+        groups.setdefault(corrections.get(element, basis), []).append(element)
     try:
-        return bse.get_basis(basis, elements=list(elements), fmt=fmt, header=False)
+        return tuple((tuple(members), bse.get_basis(name, elements=members, fmt=fmt, header=False))
+                     for name, members in groups.items())
     except (KeyError, RuntimeError) as exc:  # Unknown basis, or elements it does not cover
         logger.debug(f'Basis Set Exchange has no {basis} for {", ".join(elements)}: {exc}')
         return None
@@ -87,14 +105,16 @@ def psi4_basis_file(basis: str, elements: Sequence[str]) -> Optional[Dict[str, s
         ``{"name": file name psi4 searches for, "text": file contents}``, or None if the
         basis-set-exchange package is missing or does not know the basis for these elements
     """
-    text = _bse_basis(basis.strip().lower(), tuple(sorted(set(elements))), 'psi4')
-    if text is None:
+    parts = _bse_basis(basis.strip().lower(), tuple(sorted(set(elements))), 'psi4')
+    if parts is None:
         return None
-    lines = text.lstrip().splitlines()
-    if lines and lines[0].strip().lower() in ('spherical', 'cartesian'):
-        lines = lines[1:]
+    blocks = []  # one per element: the lines between two '****'
+    for _, text in parts:
+        lines = [line.rstrip() for line in text.splitlines()]
+        marks = [i for i, line in enumerate(lines) if line.strip() == '****']
+        blocks += ['\n'.join(lines[i + 1:j]) for i, j in zip(marks, marks[1:])]
     header = 'cartesian' if uses_cartesian(basis) else 'spherical'
-    return {'name': psi4_file_name(basis), 'text': '\n'.join([header] + lines) + '\n'}
+    return {'name': psi4_file_name(basis), 'text': f'{header}\n\n****\n' + '\n****\n'.join(blocks) + '\n****\n'}
 
 
 def pyscf_basis(basis: str, elements: Sequence[str]) -> Optional[Dict[str, list]]:
@@ -106,12 +126,12 @@ def pyscf_basis(basis: str, elements: Sequence[str]) -> Optional[Dict[str, list]
     Returns:
         ``{element: PySCF basis}`` for ``gto.M(basis=...)``, or None if unavailable
     """
-    text = _bse_basis(basis.strip().lower(), tuple(sorted(set(elements))), 'nwchem')
-    if text is None:
+    parts = _bse_basis(basis.strip().lower(), tuple(sorted(set(elements))), 'nwchem')
+    if parts is None:
         return None
     from pyscf import gto
     try:
-        return {e: gto.basis.parse(text, symb=e) for e in sorted(set(elements))}
+        return {e: gto.basis.parse(text, symb=e) for members, text in parts for e in members}
     except Exception as exc:  # pragma: no cover (BSE's NWChem output is what PySCF parses)
         logger.warning(f'PySCF cannot parse the Basis Set Exchange\'s {basis}: {exc}')
         return None

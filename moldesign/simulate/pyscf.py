@@ -9,7 +9,7 @@ Keywords of the QC specification understood here (all optional):
 - ``conv_tol`` (float, default 1e-9): SCF energy convergence (Hartree)
 - ``max_cycle`` (int, default 100): largest number of SCF iterations; an SCF that does not
   converge in them is restarted from its last density with second-order SCF (``mf.newton()``)
-  for as many iterations again
+  for as many iterations again (keyword ``second_order``, default True; False reports the failure at once)
 - ``max_memory`` (int, MB, default 4000): PySCF's memory budget
 - ``cartesian`` (bool): Cartesian (6D 10F) instead of spherical d and f functions; default: Cartesian
   for Pople's 6-31G family (Gaussian's convention, as psi4 does: :mod:`moldesign.simulate.basis`),
@@ -116,6 +116,11 @@ def _make_method(molecule: qcel.models.Molecule, spec: QCSpec):
     return mf
 
 
+def kw_second_order(spec: QCSpec) -> bool:
+    """Whether an SCF that DIIS did not converge is retried with second-order SCF (keyword ``second_order``)"""
+    return bool(spec.keywords.get('second_order', True))
+
+
 def _version() -> str:
     import pyscf
     return pyscf.__version__
@@ -179,7 +184,7 @@ def compute_energy(molecule: qcel.models.Molecule, spec: QCSpec, relax: bool) ->
         mf = _make_method(molecule.copy(update={'geometry': geometry}), spec)
 
     energy = float(mf.kernel())
-    if not mf.converged:  # Second-order SCF (Newton) from the DIIS density, as many cycles again
+    if not mf.converged and kw_second_order(spec):  # Second-order SCF (Newton) from the DIIS density
         logger.info(f'PySCF {spec.method}/{spec.basis}: DIIS did not converge in {mf.max_cycle} cycles, '
                     'trying second-order SCF')
         newton = mf.newton()
@@ -188,6 +193,8 @@ def compute_energy(molecule: qcel.models.Molecule, spec: QCSpec, relax: bool) ->
         if not newton.converged:
             raise QCFailure(f'PySCF {spec.method}/{spec.basis} SCF did not converge in {mf.max_cycle} cycles '
                             '(DIIS, then second-order SCF)')
+    elif not mf.converged:
+        raise QCFailure(f'PySCF {spec.method}/{spec.basis} SCF did not converge in {mf.max_cycle} cycles')
     geometry = mf.mol.atom_coords(unit='Bohr')
     final = qcel.models.Molecule(symbols=symbols, geometry=geometry, molecular_charge=molecule.molecular_charge,
                                  molecular_multiplicity=molecule.molecular_multiplicity, fix_com=True,
