@@ -153,3 +153,62 @@ def test_pyscf_failed_reference_energy_says_what_to_try():
     # Second-order SCF (the default) converges it from the one DIIS cycle
     assert compute_reference_energy('O', get_spec('pyscf/hf/sto-3g', max_cycle=1)) == pytest.approx(
         compute_reference_energy('O', get_spec('pyscf/hf/sto-3g')), abs=1e-6)
+
+
+# ---- Basis sets and the SCF ladder
+
+def test_cartesian_for_the_pople_631g_family_only():
+    from moldesign.simulate.basis import psi4_file_name, uses_cartesian
+    assert all(uses_cartesian(b) for b in ('6-31g*', '6-31G(2df,p)', '6-31+g(d,p)', '6-31++g**', '3-21g'))
+    assert not any(uses_cartesian(b) for b in ('6-311g(2df,p)', 'sto-3g', 'cc-pvdz', 'def2-svp', None, ''))
+    assert psi4_file_name('6-31G(2df,p)') == '6-31g_2df_p_.gbs'
+    assert psi4_file_name('6-31++G**') == '6-31ppgss.gbs'
+
+
+def test_psi4_basis_file_from_the_basis_set_exchange():
+    pytest.importorskip('basis_set_exchange')
+    from moldesign.simulate.basis import psi4_basis_file
+    from pyscf import gto
+    supplied = psi4_basis_file('6-31g(2df,p)', ['O', 'H', 'H'])
+    assert supplied['name'] == '6-31g_2df_p_.gbs'
+    lines = supplied['text'].splitlines()
+    assert lines[0] == 'cartesian'
+    blocks = supplied['text'].split('****')[1:-1]
+    assert [b.split()[0] for b in blocks] == ['H', 'O']
+    # Hydrogen: one p function, exponent 1.1, as PySCF's (and Gaussian's) 6-31G(2df,p)
+    hydrogen = blocks[0].split('\n')
+    p_shells = [i for i, line in enumerate(hydrogen) if line.startswith('P ')]
+    assert len(p_shells) == 1 and float(hydrogen[p_shells[0] + 1].split()[0].replace('D', 'E')) == 1.1
+    assert [b for b in gto.basis.load('6-31g(2df,p)', 'H') if b[0] == 1] == [[1, [1.1, 1.0]]]
+    # Oxygen: two d and one f shell
+    oxygen = [line.split()[0] for line in blocks[1].split('\n') if line[:1].isalpha()]
+    assert oxygen.count('D') == 2 and oxygen.count('F') == 1
+    assert psi4_basis_file('no-such-basis', ['H']) is None
+    assert psi4_basis_file('sto-3g', ['H'])['text'].startswith('spherical')
+
+
+@NEEDS_PSI4
+def test_psi4_scf_ladder_recovers_a_failed_scf():
+    from moldesign.simulate import psi4 as psi4_backend
+    from moldesign.simulate.embed import to_qcel
+    atom = to_qcel(['O'], np.zeros((1, 3)), multiplicity=3)
+    plain = psi4_backend.compute_energy(atom, get_spec('psi4/hf/6-31g*'), relax=False).energy
+    # 3 iterations fail twice (as configured; d_convergence 1e-6), then the damped 200-iteration attempt converges
+    laddered = psi4_backend.compute_energy(atom, get_spec('psi4/hf/6-31g*', maxiter=3), relax=False).energy
+    assert laddered == pytest.approx(plain, abs=1e-6)
+    with pytest.raises(QCFailure, match=r'did not converge in 1 attempt\(s\) \(as configured\): try ') as info:
+        psi4_backend.compute_energy(atom, get_spec('psi4/hf/6-31g*', maxiter=3, scf_ladder=False), relax=False)
+    assert '\n' not in str(info.value)
+
+
+@NEEDS_PSI4
+@pytest.mark.slow
+def test_psi4_fluorine_atom_b3lyp_631gs_matches_pyscf():
+    """The atom the issue saw fail (SCFConvergenceError in 100 iterations with Debian's psi4 1.3.2)"""
+    from pyscf import dft, gto
+    energy = compute_reference_energy('F', get_spec('psi4/b3lyp/6-31g*'))
+    mol = gto.M(atom='F 0 0 0', basis='6-31g*', spin=1, cart=True, verbose=0)
+    mf = dft.UKS(mol)
+    mf.xc = 'b3lyp'
+    mf.conv_tol = 1e-10
+    assert energy == pytest.approx(mf.kernel(), abs=1e-5)

@@ -14,14 +14,23 @@ for this family is 6D 7F), so both back ends use Cartesian d and f (6D 10F) for 
 Measured (PySCF, B3LYP/6-31G(2df,p) at QM9's geometries, electronic energy U0 - ZPVE of QM9 as
 reference): Cartesian water -76.425774 vs QM9 -76.426077, methane -40.525537 vs -40.523679 Ha;
 spherical -76.421194 and -40.523113. Atomization energies against QM9's: Cartesian 0.16 (water)
-and 0.60 (methane) kcal/mol more bound, spherical 0.56 less and 0.78 kcal/mol more bound.
+and 0.60 (methane) kcal/mol more bound, spherical 0.56 less and 0.78 kcal/mol more bound. Atoms
+(Cartesian) against QM9's: H exact (-0.500273), C, N, F 0.9-1.9 mHa lower, O 0.6 mHa higher.
+
+Neither matches QM9 exactly, and 6D 10F against Gaussian's 6D 7F is not the only difference: the
+d exponents of 6-31G(2df,p) in PySCF and the Basis Set Exchange (e.g. C 1.252 and 0.313) are the
+6-311G** ones split in two, where Gaussian and Q-Chem split the 6-31G** exponent 0.8 into 1.6 and
+0.4 (Basis Set Exchange issue #54 and its open pull request #339). With those exponents (PySCF,
+Cartesian) the atoms came out 1.6-3.0 mHa below QM9's and water's atomization energy 0.58,
+methane's 0.29 kcal/mol more bound: no closer overall, so both back ends keep PySCF's exponents,
+and they agree with each other (psi4 and PySCF water within 2e-6 Ha).
 
 Basis sets from the Basis Set Exchange
 --------------------------------------
 The ``basis-set-exchange`` package (PyPI) ships the data of the Basis Set Exchange: no network.
 psi4 1.3.2 (Debian) does not ship 6-31G(2df,p); :func:`psi4_basis_file` writes any basis the
 package knows in psi4's ``.gbs`` format, under the file name psi4 searches for, and the psi4 back
-end supplies it when psi4's library lacks it. :func:`pyscf_basis` does the same for PySCF.
+end supplies it when psi4's library lacks it (PySCF looks names it lacks up in the package itself).
 """
 from __future__ import annotations
 
@@ -115,23 +124,3 @@ def psi4_basis_file(basis: str, elements: Sequence[str]) -> Optional[Dict[str, s
         blocks += ['\n'.join(lines[i + 1:j]) for i, j in zip(marks, marks[1:])]
     header = 'cartesian' if uses_cartesian(basis) else 'spherical'
     return {'name': psi4_file_name(basis), 'text': f'{header}\n\n****\n' + '\n****\n'.join(blocks) + '\n****\n'}
-
-
-def pyscf_basis(basis: str, elements: Sequence[str]) -> Optional[Dict[str, list]]:
-    """A basis set from the Basis Set Exchange in PySCF's internal format
-
-    Args:
-        basis: Basis set name
-        elements: Element symbols
-    Returns:
-        ``{element: PySCF basis}`` for ``gto.M(basis=...)``, or None if unavailable
-    """
-    parts = _bse_basis(basis.strip().lower(), tuple(sorted(set(elements))), 'nwchem')
-    if parts is None:
-        return None
-    from pyscf import gto
-    try:
-        return {e: gto.basis.parse(text, symb=e) for members, text in parts for e in members}
-    except Exception as exc:  # pragma: no cover (BSE's NWChem output is what PySCF parses)
-        logger.warning(f'PySCF cannot parse the Basis Set Exchange\'s {basis}: {exc}')
-        return None

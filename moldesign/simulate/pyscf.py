@@ -15,8 +15,8 @@ Keywords of the QC specification understood here (all optional):
   for Pople's 6-31G family (Gaussian's convention, as psi4 does: :mod:`moldesign.simulate.basis`),
   spherical for every other basis set (PySCF's own default)
 
-Basis sets are PySCF's; a name PySCF does not know is looked up in the Basis Set Exchange package
-(:func:`moldesign.simulate.basis.pyscf_basis`). B3LYP is PySCF's (libxc) ``b3lyp``: VWN-RPA
+Basis sets are PySCF's; PySCF itself looks a name it does not ship up in the basis-set-exchange
+package (a dependency). B3LYP is PySCF's (libxc) ``b3lyp``: VWN-RPA
 correlation as in Gaussian and psi4 (B3LYP with VWN5 is ``b3lyp5``).
 
 PySCF runs OpenMP threads: the number is set from ``OMP_NUM_THREADS`` (PySCF's default otherwise).
@@ -34,7 +34,7 @@ import numpy as np
 import qcelemental as qcel
 
 from moldesign.simulate.base import BackendResult, QCFailure, QCSpec
-from moldesign.simulate.basis import pyscf_basis, uses_cartesian
+from moldesign.simulate.basis import uses_cartesian
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +88,8 @@ def _make_method(molecule: qcel.models.Molecule, spec: QCSpec):
     try:
         mol = gto.M(atom=atoms, basis=spec.basis, **options)
     except Exception as exc:  # Unknown basis names raise all sorts of errors
-        basis = pyscf_basis(spec.basis, list(molecule.symbols)) if spec.basis else None
-        if basis is None:
-            raise QCFailure(f'PySCF cannot build the molecule with basis {spec.basis!r}: '
-                            f'{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}'
-                            ) from None
-        logger.debug(f'Basis {spec.basis} from the Basis Set Exchange (PySCF does not know it)')
-        mol = gto.M(atom=atoms, basis=basis, **options)
+        raise QCFailure(f'PySCF cannot build the molecule with basis {spec.basis!r}: '
+                        f'{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}') from None
 
     method = spec.method.lower()
     if method in HF_NAMES:
