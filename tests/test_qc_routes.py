@@ -212,3 +212,18 @@ def test_psi4_fluorine_atom_b3lyp_631gs_matches_pyscf():
     mf.xc = 'b3lyp'
     mf.conv_tol = 1e-10
     assert energy == pytest.approx(mf.kernel(), abs=1e-5)
+
+
+@NEEDS_PSI4
+@pytest.mark.slow
+def test_psi4_density_fitting_when_pk_integrals_do_not_fit(caplog):
+    """scf_type auto: exact integrals for atoms and small molecules, density fitting when PK's would spill to disk"""
+    import logging
+    from moldesign.simulate import psi4 as psi4_backend
+    from moldesign.simulate.embed import smiles_to_molecule
+    molecule = smiles_to_molecule('CC(O)C1OCC1CO')  # 159 functions at 6-31G* (Cartesian): PK needs 0.65 GB
+    with caplog.at_level(logging.DEBUG, logger='moldesign.simulate.psi4'):
+        auto = psi4_backend.compute_energy(molecule, get_spec('psi4/hf/6-31g*', memory='500 MB'), relax=False)
+    assert 'scf_type df for 159 basis functions' in caplog.text
+    density_fitted = psi4_backend.compute_energy(molecule, get_spec('psi4/hf/6-31g*', scf_type='df'), relax=False)
+    assert auto.energy == pytest.approx(density_fitted.energy, abs=1e-8)
