@@ -166,7 +166,6 @@ def test_cartesian_for_the_pople_631g_family_only():
 
 
 def test_psi4_basis_file_from_the_basis_set_exchange():
-    pytest.importorskip('basis_set_exchange')
     from moldesign.simulate.basis import psi4_basis_file
     from pyscf import gto
     supplied = psi4_basis_file('6-31g(2df,p)', ['O', 'H', 'H'])

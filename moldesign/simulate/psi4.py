@@ -15,7 +15,8 @@ for a QCSchema version that old psi4 does not know: ``KeyError: "Schema name of
 'qcschema_atomic_input' not understood"``), and importing psi4's Python module into our
 interpreter ties us to the Python version psi4 was built for (Debian: the system Python, not
 our virtual environment). The psithon script uses only API calls that psi4 has had since 1.1
-(``geometry``, ``set_options``, ``energy``, ``optimize(return_history=True)``),
+(``geometry``, ``set_options``, ``energy``, ``optimize(return_history=True)``, ``core.clean``,
+``core.clean_options``, ``core.get_datadir``, ``core.get_memory``, ``core.BasisSet.build``),
 so the same path works with Debian's psi4 1.3.2 and with current conda-forge psi4 (1.9+) on a
 cluster, whatever Python the worker runs.
 
