@@ -57,14 +57,6 @@ def reference_energies() -> Dict[str, float]:
     return {e: compute_reference_energy(e, spec) for e in ('H', 'C', 'N', 'O', 'F')}
 
 
-def _parse_xyz(xyz: str):
-    lines = xyz.strip().splitlines()
-    n = int(lines[0])
-    symbols = [line.split()[0] for line in lines[2:2 + n]]
-    coords = np.array([[float(x) for x in line.split()[1:4]] for line in lines[2:2 + n]])
-    return symbols, coords
-
-
 def gfn2_single_point(symbols: Sequence[str], coords: np.ndarray) -> float:
     """GFN2-xTB energy (Hartree) of a neutral closed-shell molecule at a fixed geometry
 
@@ -121,6 +113,7 @@ def qm9_gfn2_sample(n: int, seed: int = 0, refs: Optional[Dict[str, float]] = No
     from moldesign.chem import count_elements
     from moldesign.qm9 import sample_molecules
     from moldesign.simulate import HARTREE_TO_KCAL_MOL
+    from moldesign.simulate.embed import from_xyz
 
     refs = refs or reference_energies()
     path = bench_cache_dir() / f'qm9-gfn2-sp-n{n}-seed{seed}-{_cache_key(n, seed, refs)}.csv'
@@ -130,7 +123,7 @@ def qm9_gfn2_sample(n: int, seed: int = 0, refs: Optional[Dict[str, float]] = No
     rows, n_failed = [], 0
     start = time.perf_counter()
     for row in sample.itertuples():
-        symbols, coords = _parse_xyz(row.xyz)
+        symbols, coords = from_xyz(row.xyz)
         try:
             energy = gfn2_single_point(symbols, coords)
         except Exception as exc:  # tblite raises when the SCF does not converge

@@ -37,6 +37,7 @@ import pandas as pd
 from rdkit.Chem.rdMolDescriptors import CalcMolFormula
 
 from moldesign.chem import InvalidMoleculeError, canonicalize, check_mol, parse_smiles
+from moldesign.simulate.embed import to_xyz
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +92,6 @@ def _source_key(files: List[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _xyz_text(symbols: List[str], coords: List[List[float]], comment: str) -> str:
-    lines = [str(len(symbols)), comment]
-    lines += [f'{s:<2s} {x:14.8f} {y:14.8f} {z:14.8f}' for s, (x, y, z) in zip(symbols, coords)]
-    return '\n'.join(lines) + '\n'
-
-
 def _build_table(files: List[Path]) -> pd.DataFrame:
     """Read the QM9 CSV files and compute the table's columns"""
     start = time.perf_counter()
@@ -126,7 +121,7 @@ def _build_table(files: List[Path]) -> pd.DataFrame:
         atomization = (u0 - reference) * HARTREE_TO_KCAL_MOL
         rows.append((key, smiles, int(index), mol.GetNumHeavyAtoms(), int(n_atoms), CalcMolFormula(mol), in_space,
                      float(u0), atomization, atomization / n_atoms,
-                     _xyz_text(symbols, coords, f'QM9 {index} {key}')))
+                     to_xyz(symbols, coords, f'QM9 {index} {key}')))
     if n_bad:
         logger.warning(f'Dropped {n_bad} QM9 rows whose SMILES RDKit cannot parse (or inconsistent geometry)')
     table = pd.DataFrame(rows, columns=['smiles', 'qm9_smiles', 'qm9_index', 'n_heavy_atoms', 'n_atoms', 'formula',

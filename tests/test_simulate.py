@@ -215,7 +215,7 @@ def test_failures_raise_qcfailure(xtb_refs, hf_refs):
     with pytest.raises(QCFailure, match='SCF did not converge in 1 cycles during the relaxation'):
         compute_atomization_energy('O', get_spec('pyscf/hf/sto-3g', max_cycle=1), hf_refs)
     with pytest.raises(QCFailure, match='SCF did not converge in 1 cycles'):
-        compute_reference_energy('O', get_spec('pyscf/hf/sto-3g', max_cycle=1))
+        compute_reference_energy('O', get_spec('pyscf/hf/sto-3g', max_cycle=1, second_order=False))
     with pytest.raises(QCFailure, match='does not know the method'):
         compute_reference_energy('H', get_spec('pyscf/nosuchmethod/sto-3g'))
     with pytest.raises(QCFailure, match='basis'):
@@ -281,6 +281,24 @@ def test_broken_bonds_detected(xtb_spec, xtb_refs):
     single_point = QCSpec(name='xtb-single-point', program='xtb', method='gfn2-xtb', relax=False)
     with pytest.raises(QCFailure, match='bonds broke'):
         compute_atomization_energy('CCO', single_point, xtb_refs, xyz=broken)
+
+
+def test_xyz_text_round_trip_keeps_the_frame():
+    from moldesign.simulate.embed import qcel_to_xyz
+    symbols, coords = generate_conformer('CCO')
+    coords = coords + np.array([10.0, -5.0, 2.5])  # off-centre: must stay there
+    text = to_xyz(symbols, coords, comment='ethanol\nsecond line')
+    lines = text.splitlines()
+    assert lines[0] == '9' and lines[1] == 'ethanol second line' and len(lines) == 11
+    assert lines[2].split()[0] == 'C' and len(lines[2].split()[1].split('.')[1]) == 8  # 8 decimals (Angstrom)
+    again_symbols, again = from_xyz('\n' + text + '\n\n')
+    assert again_symbols == symbols
+    assert np.allclose(again, coords, atol=1e-8)
+    molecule = to_qcel(symbols, coords)
+    assert qcel_to_xyz(molecule, comment='ethanol').splitlines()[:2] == ['9', 'ethanol']
+    assert np.allclose(from_xyz(qcel_to_xyz(molecule))[1], coords, atol=2e-8)  # Bohr and back
+    with pytest.raises(ValueError, match='Not an XYZ geometry'):
+        from_xyz('C 0 0 0')
 
 
 def test_tasks_are_picklable(xtb_spec, xtb_refs):

@@ -35,6 +35,14 @@ logger = logging.getLogger(__name__)
 HARTREE_TO_KCAL_MOL = qcel.constants.conversion_factor("hartree", "kcal/mol")
 """kcal/mol per Hartree (qcelemental's CODATA value, 627.5095)"""
 
+REFERENCE_HINTS = {
+    'xtb': 'try --qc-keywords \'{"spin_polarization": 0}\'',
+    'pyscf': 'try --qc-keywords \'{"max_cycle": 300}\' or \'{"density_fit": false}\'',
+    'psi4': 'try --qc-keywords \'{"maxiter": 300, "damping_percentage": 50}\' or another program',
+    'nwchem': 'try --qc-keywords \'{"scf__maxiter": 300}\' (HF) or \'{"dft__iterations": 300}\' (DFT)',
+}
+"""What to try when the energy of an isolated atom fails, per program (ends the one-line message)"""
+
 
 class AtomizationRecord(BaseModel):
     """Result of :func:`compute_atomization_energy` for one molecule (JSON-serialisable)"""
@@ -95,7 +103,8 @@ def compute_reference_energy(element: str, spec: QCSpec) -> float:
         Total energy (Hartree)
     Raises:
         ValueError: if the element is not one of the search space's
-        QCFailure: if the computation fails
+        QCFailure: if the computation fails (one line: the atom, the specification, the program's
+            error and what to try)
     """
     spec = _check_spec(spec)
     if not isinstance(element, str) or element.strip().capitalize() not in ALLOWED_ELEMENTS:
@@ -103,8 +112,15 @@ def compute_reference_energy(element: str, spec: QCSpec) -> float:
     element = element.strip().capitalize()
     atom = to_qcel([element], np.zeros((1, 3)), multiplicity=SPIN_MULTIPLICITY[element])
     backend = get_backend(spec.program)
-    with scratch_directory():
-        result = backend.compute_energy(atom, spec, relax=False)
+    try:
+        with scratch_directory():
+            result = backend.compute_energy(atom, spec, relax=False)
+    except QCFailure as exc:
+        message = str(exc)
+        if 'try ' not in message and spec.program in REFERENCE_HINTS:
+            message += f'; {REFERENCE_HINTS[spec.program]}'
+        raise QCFailure(f'Reference energy of the {element} atom (multiplicity {SPIN_MULTIPLICITY[element]}) '
+                        f'with {spec.name} failed: {message}') from None
     logger.info(f'{element} atom with {spec.name}: {result.energy:.8f} Ha')
     return float(result.energy)
 

@@ -74,7 +74,7 @@ class BackendResult:
 
 KNOWN_KEYWORDS = {
     'xtb': ('accuracy', 'alpha', 'fmax', 'max_steps', 'model_hessian', 'optimizer', 'spin_polarization'),
-    'pyscf': ('conv_tol', 'density_fit', 'max_cycle', 'max_memory', 'max_steps'),
+    'pyscf': ('cartesian', 'conv_tol', 'density_fit', 'max_cycle', 'max_memory', 'max_steps', 'second_order'),
 }
 """Keywords of the back ends that take no others (psi4 and NWChem pass unknown keywords to the program)"""
 

@@ -3,14 +3,21 @@
 A single ETKDG conformer sometimes embeds a strained isomer (e.g. ``C1C2OCC=CC12`` 38 kcal/mol
 above its best conformer), so several seeded conformers are embedded, each relaxed with MMFF94,
 and the one of lowest MMFF energy is kept.
+
+XYZ text (records, QM9 geometries, starting geometries) is written and read with ASE's plain XYZ
+format (:func:`to_xyz`, :func:`from_xyz`, :func:`qcel_to_xyz`): Angstrom, 8 decimals, the geometry
+kept in its frame (no recentering or reorientation).
 """
 from __future__ import annotations
 
+import io
 import logging
 from typing import List, Tuple
 
+import ase.io
 import numpy as np
 import qcelemental as qcel
+from ase import Atoms
 from rdkit import Chem
 from rdkit.Chem import AllChem
 from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
@@ -24,6 +31,8 @@ N_CONFORMERS = 10
 """Default number of ETKDG conformers embedded per molecule"""
 MAX_STEREOISOMERS = 16
 """Stereoisomers tried, one after the other, when the stereo-free molecule does not embed"""
+XYZ_FORMAT = '%14.8f'
+"""Number format of the coordinates of the XYZ texts written here (Angstrom)"""
 
 
 def generate_conformer(smiles: str, n_conformers: int = N_CONFORMERS, seed: int = 1,
@@ -78,37 +87,39 @@ def generate_conformer(smiles: str, n_conformers: int = N_CONFORMERS, seed: int 
 
 
 def to_xyz(symbols: List[str], coords: np.ndarray, comment: str = '') -> str:
-    """Write a geometry as the text of an XYZ file
+    """Write a geometry as the text of an XYZ file (ASE's plain XYZ writer, 8 decimals, in its frame)
 
     Args:
         symbols: Element symbols
         coords: Coordinates (Angstrom)
-        comment: Text of the comment (second) line
+        comment: Text of the comment (second) line (line breaks become spaces)
     Returns:
         XYZ-file text
     """
-    lines = [str(len(symbols)), comment.replace('\n', ' ')]
-    lines += [f'{s:<2s} {x:14.8f} {y:14.8f} {z:14.8f}' for s, (x, y, z) in zip(symbols, coords)]
-    return '\n'.join(lines) + '\n'
+    buffer = io.StringIO()
+    atoms = Atoms(symbols=list(symbols), positions=np.asarray(coords, dtype=float).reshape(-1, 3))
+    ase.io.write(buffer, atoms, format='xyz', comment=' '.join(comment.splitlines()), fmt=XYZ_FORMAT)
+    return buffer.getvalue()
 
 
 def from_xyz(xyz: str) -> Tuple[List[str], np.ndarray]:
-    """Read the text of an XYZ file
+    """Read the text of an XYZ file (ASE's plain XYZ reader; the geometry stays in its frame)
 
     Args:
-        xyz: XYZ-file text
+        xyz: XYZ-file text; lines after the first geometry are ignored
     Returns:
         - Element symbols
         - Coordinates (Angstrom)
+    Raises:
+        ValueError: if the text is not an XYZ geometry
     """
     lines = xyz.strip('\n').splitlines()
-    n = int(lines[0])
-    symbols, coords = [], []
-    for line in lines[2:2 + n]:
-        s, x, y, z = line.split()[:4]
-        symbols.append(s)
-        coords.append([float(x), float(y), float(z)])
-    return symbols, np.array(coords, dtype=float)
+    try:
+        n_atoms = int(lines[0])
+        atoms = ase.io.read(io.StringIO('\n'.join(lines[:n_atoms + 2]) + '\n'), format='xyz')
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f'Not an XYZ geometry: {exc}') from None
+    return list(atoms.get_chemical_symbols()), atoms.get_positions()
 
 
 def to_qcel(symbols: List[str], coords: np.ndarray, multiplicity: int = 1) -> qcel.models.Molecule:
@@ -128,7 +139,14 @@ def to_qcel(symbols: List[str], coords: np.ndarray, multiplicity: int = 1) -> qc
 
 
 def qcel_to_xyz(molecule: qcel.models.Molecule, comment: str = '') -> str:
-    """Write a QCSchema molecule as XYZ-file text (Angstrom)"""
+    """Write a QCSchema molecule as XYZ-file text
+
+    Args:
+        molecule: Molecule (geometry in Bohr, as QCSchema requires)
+        comment: Text of the comment line
+    Returns:
+        XYZ-file text (Angstrom), atoms in the molecule's order and frame
+    """
     return to_xyz(list(molecule.symbols), np.asarray(molecule.geometry) * qcel.constants.bohr2angstroms, comment)
 
 

@@ -12,6 +12,12 @@ Closed shells are RHF/RKS; open shells (the isolated atoms, multiplicity > 1) UH
 or UKS (``dft; odft``). Method names are QCEngine's NWChem names (``hf``, ``b3lyp``, ...),
 basis names NWChem's library names (``sto-3g``, ``6-31g*``).
 
+Cartesian or spherical: QCEngine writes NWChem's basis block without ``spherical``, so NWChem uses
+Cartesian d and f functions for every basis set (measured: UHF/cc-pVDZ O atom -74.7923005 Ha, PySCF
+Cartesian -74.7923005, spherical -74.7921661). That is what the psi4 and PySCF back ends use for the
+6-31G family (:func:`moldesign.simulate.basis.uses_cartesian`); for other basis sets with d
+functions pass ``{"basis__spherical": true}`` to match them. STO-3G has no d functions on H-F.
+
 Keywords of the QC specification understood here (all optional):
 
 - ``optimizer`` (``"driver"`` (default) or ``"geometric"``): how geometries are relaxed

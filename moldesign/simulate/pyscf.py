@@ -7,8 +7,17 @@ Keywords of the QC specification understood here (all optional):
 - ``density_fit`` (bool, default True): density-fitted integrals (3-5x faster than conventional)
 - ``max_steps`` (int, default 100): largest number of geomeTRIC steps
 - ``conv_tol`` (float, default 1e-9): SCF energy convergence (Hartree)
-- ``max_cycle`` (int, default 100): largest number of SCF iterations
+- ``max_cycle`` (int, default 100): largest number of SCF iterations; an SCF that does not
+  converge in them is restarted from its last density with second-order SCF (``mf.newton()``)
+  for as many iterations again (keyword ``second_order``, default True; False reports the failure at once)
 - ``max_memory`` (int, MB, default 4000): PySCF's memory budget
+- ``cartesian`` (bool): Cartesian (6D 10F) instead of spherical d and f functions; default: Cartesian
+  for Pople's 6-31G family (Gaussian's convention, as psi4 does: :mod:`moldesign.simulate.basis`),
+  spherical for every other basis set (PySCF's own default)
+
+Basis sets are PySCF's; PySCF itself looks a name it does not ship up in the basis-set-exchange
+package (a dependency). B3LYP is PySCF's (libxc) ``b3lyp``: VWN-RPA
+correlation as in Gaussian and psi4 (B3LYP with VWN5 is ``b3lyp5``).
 
 PySCF runs OpenMP threads: the number is set from ``OMP_NUM_THREADS`` (PySCF's default otherwise).
 geomeTRIC writes files in the working directory: callers run this in a scratch directory
@@ -25,6 +34,7 @@ import numpy as np
 import qcelemental as qcel
 
 from moldesign.simulate.base import BackendResult, QCFailure, QCSpec
+from moldesign.simulate.basis import uses_cartesian
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +81,12 @@ def _make_method(molecule: qcel.models.Molecule, spec: QCSpec):
 
     kw: Dict[str, Any] = spec.keywords
     spin = int(molecule.molecular_multiplicity) - 1
+    atoms = [(s, tuple(xyz)) for s, xyz in zip(molecule.symbols, np.asarray(molecule.geometry))]
+    cartesian = bool(kw.get('cartesian', uses_cartesian(spec.basis)))
+    options = dict(unit='Bohr', charge=int(round(molecule.molecular_charge)), spin=spin, cart=cartesian,
+                   symmetry=False, verbose=0, max_memory=int(kw.get('max_memory', 4000)))
     try:
-        mol = gto.M(atom=[(s, tuple(xyz)) for s, xyz in zip(molecule.symbols, np.asarray(molecule.geometry))],
-                    unit='Bohr', basis=spec.basis, charge=int(round(molecule.molecular_charge)), spin=spin,
-                    symmetry=False, verbose=0, max_memory=int(kw.get('max_memory', 4000)))
+        mol = gto.M(atom=atoms, basis=spec.basis, **options)
     except Exception as exc:  # Unknown basis names raise all sorts of errors
         raise QCFailure(f'PySCF cannot build the molecule with basis {spec.basis!r}: '
                         f'{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}') from None
@@ -97,6 +109,11 @@ def _make_method(molecule: qcel.models.Molecule, spec: QCSpec):
     mf.chkfile = None
     mf.verbose = 0
     return mf
+
+
+def kw_second_order(spec: QCSpec) -> bool:
+    """Whether an SCF that DIIS did not converge is retried with second-order SCF (keyword ``second_order``)"""
+    return bool(spec.keywords.get('second_order', True))
 
 
 def _version() -> str:
@@ -162,7 +179,16 @@ def compute_energy(molecule: qcel.models.Molecule, spec: QCSpec, relax: bool) ->
         mf = _make_method(molecule.copy(update={'geometry': geometry}), spec)
 
     energy = float(mf.kernel())
-    if not mf.converged:
+    if not mf.converged and kw_second_order(spec):  # Second-order SCF (Newton) from the DIIS density
+        logger.info(f'PySCF {spec.method}/{spec.basis}: DIIS did not converge in {mf.max_cycle} cycles, '
+                    'trying second-order SCF')
+        newton = mf.newton()
+        newton.max_cycle = mf.max_cycle
+        energy = float(newton.kernel(dm0=mf.make_rdm1()))
+        if not newton.converged:
+            raise QCFailure(f'PySCF {spec.method}/{spec.basis} SCF did not converge in {mf.max_cycle} cycles '
+                            '(DIIS, then second-order SCF)')
+    elif not mf.converged:
         raise QCFailure(f'PySCF {spec.method}/{spec.basis} SCF did not converge in {mf.max_cycle} cycles')
     geometry = mf.mol.atom_coords(unit='Bohr')
     final = qcel.models.Molecule(symbols=symbols, geometry=geometry, molecular_charge=molecule.molecular_charge,
