@@ -83,6 +83,12 @@ def worker_init(env_activation: str, config_name: str, threads: int, extra: Sequ
     return activation_lines(env_activation, config_name) + '\n'.join([thread_exports(threads, interop), *extra]) + '\n'
 
 
+def pinned_cores(workers: int, threads: int) -> str:
+    """Parsl ``cpu_affinity`` giving worker ``i`` the cores ``i*threads`` to ``(i+1)*threads-1``"""
+    ranges = [f'{i * threads}' if threads == 1 else f'{i * threads}-{(i + 1) * threads - 1}' for i in range(workers)]
+    return 'list:' + ':'.join(ranges)
+
+
 SLURM_STEP_EXPORT = 'export SLURM_EXPORT_ENV=ALL'
 """In a Slurm job: ``srun`` steps get the job's (activated) environment even where the site sets
 ``SBATCH_EXPORT=NONE`` (then ``SLURM_EXPORT_ENV=NONE`` in the job, and a step fails with
@@ -175,6 +181,8 @@ def pending_jobs(job_ids: Sequence[str], squeue: str = 'squeue') -> List[Tuple[s
 def slurm_allocation_nodes(environ: Optional[Dict[str, str]] = None) -> List[str]:
     """Host names of the Slurm allocation this process runs in (``SLURM_JOB_NODELIST``, expanded)
 
+    Expanded by ``scontrol show hostnames``, or by :func:`expand_hostlist` where that is missing or fails
+
     Raises:
         ValueError: outside a Slurm job
     """
@@ -183,12 +191,13 @@ def slurm_allocation_nodes(environ: Optional[Dict[str, str]] = None) -> List[str
     if not nodelist:
         raise ValueError('not inside a Slurm allocation (no SLURM_JOB_NODELIST): start run.py in a batch job, '
                          'e.g. "sbatch docs/slurm_allocation.sbatch", or in "salloc"')
-    if shutil.which('scontrol') is None:
-        return expand_hostlist(nodelist)
-    proc = subprocess.run(['scontrol', 'show', 'hostnames', nodelist], capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0:
-        raise ValueError(f'"scontrol show hostnames {nodelist}" failed: {proc.stderr.strip()}')
-    return proc.stdout.split()
+    if shutil.which('scontrol') is not None:
+        proc = subprocess.run(['scontrol', 'show', 'hostnames', nodelist], capture_output=True, text=True, timeout=30)
+        if proc.returncode == 0 and proc.stdout.split():
+            return proc.stdout.split()
+        logger.warning(f'"scontrol show hostnames {nodelist}" failed ({proc.stderr.strip()[-200:]}); '
+                       f'expanding the host list here')
+    return expand_hostlist(nodelist)
 
 
 def expand_hostlist(nodelist: str) -> List[str]:
