@@ -44,7 +44,7 @@ def thread_exports(threads: int, interop: int = 1) -> str:
             f'TF_NUM_INTRAOP_THREADS={threads} TF_NUM_INTEROP_THREADS={interop} TF_CPP_MIN_LOG_LEVEL=2')
 
 
-def activation_lines(env_activation: str, config_name: str) -> str:
+def activation_lines(env_activation: str, source: str) -> str:
     """Shell lines that activate the workers' environment in a job, or end the job with a clear message
 
     A job inherits the ``PATH`` of the shell that submitted it (unless the site sets ``SBATCH_EXPORT=NONE``),
@@ -56,31 +56,31 @@ def activation_lines(env_activation: str, config_name: str) -> str:
 
     Args:
         env_activation: The configuration's ``ENV_ACTIVATION`` (shell commands; may be empty)
-        config_name: Name of the configuration, for the message
+        source: The configuration's file (``__file__``), named in the message
     Returns:
         Shell lines, ending with a newline
     """
     activation = env_activation.strip()
-    shown = shlex.quote(activation)
-    lines = [f'# Activate the environment (ENV_ACTIVATION of {config_name}); stop the job if that fails']
+    shown, where = shlex.quote(activation), shlex.quote(str(source))
+    lines = ['# Activate the environment (ENV_ACTIVATION); stop the job if that fails']
     if activation:
         lines += ['{ ' + activation, '}',
-                  f'_status=$?; if [ $_status -ne 0 ]; then echo "moldesign: ENV_ACTIVATION of {config_name} '
-                  f'failed with exit status $_status: "{shown} >&2; exit {ACTIVATION_FAILED}; fi']
+                  f'_status=$?; if [ $_status -ne 0 ]; then echo "moldesign: ENV_ACTIVATION of "{where}" failed '
+                  f'with exit status $_status: "{shown} >&2; exit {ACTIVATION_FAILED}; fi']
     lines += [f'command -v process_worker_pool.py >/dev/null 2>&1 || {{ echo "moldesign: process_worker_pool.py '
-              f'(Parsl) is not on PATH after ENV_ACTIVATION of {config_name} ("{shown}"); PATH=$PATH" >&2; '
+              f'(Parsl) is not on PATH after ENV_ACTIVATION of "{where}" ("{shown}"); PATH=$PATH" >&2; '
               f'exit {ACTIVATION_FAILED}; }}',
               'echo "moldesign: workers start from $(command -v process_worker_pool.py)" >&2']
     return '\n'.join(lines) + '\n'
 
 
-def worker_init(env_activation: str, config_name: str, threads: int, extra: Sequence[str] = (),
+def worker_init(env_activation: str, source: str, threads: int, extra: Sequence[str] = (),
                 interop: int = 1) -> str:
     """A job's ``worker_init``: checked activation, then thread exports and ``extra`` lines
 
     Ends with a newline: Parsl's SlurmProvider appends ``export PARSL_CORES=...`` right after it.
     """
-    return activation_lines(env_activation, config_name) + '\n'.join([thread_exports(threads, interop), *extra]) + '\n'
+    return activation_lines(env_activation, source) + '\n'.join([thread_exports(threads, interop), *extra]) + '\n'
 
 
 def pinned_cores(workers: int, threads: int) -> str:
@@ -105,12 +105,12 @@ def is_loopback(address: str) -> bool:
     return any(ipaddress.ip_address(info[4][0].split('%')[0]).is_loopback for info in resolved)
 
 
-def worker_address(config_name: str, address: Optional[str], interface: Optional[str],
+def worker_address(source: str, address: Optional[str], interface: Optional[str],
                    interface_required: bool = True) -> str:
     """Address of this host (the thinker's) that workers on other nodes connect to
 
     Args:
-        config_name: Name of the configuration, for messages
+        source: The configuration's file (``__file__``), named in messages
         address: The configuration's ``ADDRESS``: used as given when set (loopback allowed: only for a
             cluster whose nodes are all this host, e.g. emulated nodes in tests)
         interface: The configuration's ``INTERFACE``: the address of that network interface; None: the host name
@@ -131,14 +131,14 @@ def worker_address(config_name: str, address: Optional[str], interface: Optional
             how = f'interface {interface!r}'
         except OSError:
             if interface_required:
-                raise ValueError(f'config/{config_name}: this host has no network interface {interface!r} '
+                raise ValueError(f'{source}: this host has no network interface {interface!r} '
                                  f'(INTERFACE; list them with "ip -br addr")') from None
             found = address_by_hostname()
             logger.warning(f'No network interface {interface!r} on this host; workers will connect to {found}')
     else:
         found = address_by_hostname()
     if is_loopback(found):
-        raise ValueError(f'config/{config_name}: the workers\' address from {how} is {found}, a loopback address '
+        raise ValueError(f'{source}: the workers\' address from {how} is {found}, a loopback address '
                          f'that workers on other nodes cannot reach (e.g. Debian\'s "127.0.1.1 <hostname>" line in '
                          f'/etc/hosts). Set INTERFACE to the network interface the compute nodes reach '
                          f'("ip -br addr" lists them, e.g. ib0 or eth0), or ADDRESS to this host\'s address on it')

@@ -84,7 +84,7 @@ def ml_gpus(ml_workers: int) -> int:
     if not ML_GPUS:
         return 0
     if ml_workers > ML_GPUS:
-        raise ValueError(f'config/polaris: {ml_workers} ML workers but ML_GPUS={ML_GPUS} GPUs on the ML node '
+        raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} GPUs on the ML node '
                          f'(one GPU per ML worker)')
     return ml_workers
 
@@ -107,7 +107,7 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
     if qc_workers != default_qc_workers():
         logger.info(f'{qc_workers} QC tasks in flight for {default_qc_workers()} QC workers '
                     f'({NODES} node(s) x {qc_workers_per_node()})')
-    address = worker_address('polaris', ADDRESS, INTERFACE, interface_required=False)
+    address = worker_address(__file__, ADDRESS, INTERFACE, interface_required=False)
     gpus = ml_gpus(ml_workers)
     heartbeat = dict(heartbeat_period=HEARTBEAT_PERIOD, heartbeat_threshold=4 * HEARTBEAT_PERIOD)
     scheduler_options = f'#PBS -l filesystems={FILESYSTEMS}\n#PBS -l place=scatter'
@@ -130,7 +130,7 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
             nodes_per_block=NODES,
             cpus_per_node=HW_THREADS_PER_NODE,
             scheduler_options=scheduler_options,
-            worker_init=worker_init(ENV_ACTIVATION, 'polaris', QC_THREADS_PER_WORKER),
+            worker_init=worker_init(ENV_ACTIVATION, __file__, QC_THREADS_PER_WORKER),
             # One worker manager per node; it starts the node's workers (mpiexec is Cray MPICH's on Polaris)
             launcher=MpiExecLauncher(bind_cmd='--cpu-bind', overrides='--depth=64 --ppn 1'),
             init_blocks=1, min_blocks=1, max_blocks=1,
@@ -153,7 +153,7 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
             cpus_per_node=HW_THREADS_PER_NODE,
             select_options=f'ngpus={gpus}' if gpus else '',  # The GPUs the ML workers use, one each
             scheduler_options=scheduler_options,
-            worker_init=worker_init(ENV_ACTIVATION, 'polaris', ml_threads),
+            worker_init=worker_init(ENV_ACTIVATION, __file__, ml_threads),
             launcher=SimpleLauncher(),  # One node: the manager runs on the job's node itself
             init_blocks=1, min_blocks=1, max_blocks=1,
         ),

@@ -84,11 +84,11 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
     if qc_workers < 1 or ml_workers < 1:
         raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, ml_workers={ml_workers}')
     if ML_GPUS and ml_workers > ML_GPUS:
-        raise ValueError(f'config/polaris_allocation: {ml_workers} ML workers but ML_GPUS={ML_GPUS} (one GPU each)')
+        raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} (one GPU each)')
     qc_nodes, ml_nodes = allocation()
     per_node = qc_workers_per_node()
     gpus = ml_workers if ML_GPUS else 0
-    address = worker_address('polaris_allocation', ADDRESS, INTERFACE, interface_required=False)
+    address = worker_address(__file__, ADDRESS, INTERFACE, interface_required=False)
     logger.info(f'Allocation: QC on {",".join(qc_nodes)} ({per_node} worker(s) each), ML on {",".join(ml_nodes)}')
     heartbeat = dict(heartbeat_period=HEARTBEAT_PERIOD, heartbeat_threshold=4 * HEARTBEAT_PERIOD)
     # One manager per node; it starts the node's workers. Cray MPICH's mpiexec passes the environment on

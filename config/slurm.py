@@ -88,7 +88,7 @@ def ml_gpus(ml_workers: int) -> int:
     if not ML_GPUS:
         return 0
     if ml_workers > ML_GPUS:
-        raise ValueError(f'config/slurm: {ml_workers} ML workers but ML_GPUS={ML_GPUS} GPUs on an ML node '
+        raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} GPUs on an ML node '
                          f'(one GPU per ML worker)')
     return ml_workers
 
@@ -111,7 +111,7 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
     if qc_workers != default_qc_workers():
         logger.info(f'{qc_workers} QC tasks in flight for {default_qc_workers()} QC workers '
                     f'({NODES} node(s) x {qc_workers_per_node()})')
-    address = worker_address('slurm', ADDRESS, INTERFACE)
+    address = worker_address(__file__, ADDRESS, INTERFACE)
     per_node = qc_workers_per_node()
     gpus = ml_gpus(ml_workers)
     ml_threads = max(1, CORES_PER_NODE // ml_workers)
@@ -131,7 +131,7 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         provider=SlurmProvider(
             partition=PARTITION,
             nodes_per_block=NODES,
-            worker_init=worker_init(ENV_ACTIVATION, 'slurm', QC_THREADS_PER_WORKER, extra=[SLURM_STEP_EXPORT]),
+            worker_init=worker_init(ENV_ACTIVATION, __file__, QC_THREADS_PER_WORKER, extra=[SLURM_STEP_EXPORT]),
             # One worker manager per node, allowed to use all the node's cores (srun would bind it to one)
             launcher=SrunLauncher(overrides=f'--ntasks-per-node=1 --cpus-per-task={CORES_PER_NODE}'),
             **common,
@@ -150,7 +150,7 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
             partition=ML_PARTITION or PARTITION,
             nodes_per_block=1,
             gpus_per_node=gpus or None,
-            worker_init=worker_init(ENV_ACTIVATION, 'slurm', ml_threads, extra=[SLURM_STEP_EXPORT]),
+            worker_init=worker_init(ENV_ACTIVATION, __file__, ml_threads, extra=[SLURM_STEP_EXPORT]),
             launcher=SimpleLauncher(),  # One node: the manager runs in the batch script on that node
             **common,
         ),

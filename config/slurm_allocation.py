@@ -93,8 +93,8 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
     per_node = qc_workers_per_node()
     gpus = min(ml_workers, ML_GPUS) if ML_GPUS else 0
     if ML_GPUS and ml_workers > ML_GPUS:
-        raise ValueError(f'config/slurm_allocation: {ml_workers} ML workers but ML_GPUS={ML_GPUS} (one GPU each)')
-    address = worker_address('slurm_allocation', ADDRESS, INTERFACE)
+        raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} (one GPU each)')
+    address = worker_address(__file__, ADDRESS, INTERFACE)
     logger.info(f'Allocation: QC on {",".join(qc_nodes)} ({per_node} worker(s) each), ML on {",".join(ml_nodes)}')
     heartbeat = dict(heartbeat_period=HEARTBEAT_PERIOD, heartbeat_threshold=4 * HEARTBEAT_PERIOD)
     # --overlap: the steps may share a node (one-node allocation, and the batch step on the first node)

@@ -40,22 +40,28 @@ PARTITIONS = {'debug': 'ALL', 'single': 'n1'}
 SBIN_DIRS = ('/usr/sbin', '/sbin')
 
 
-def _which(program: str) -> Optional[str]:
-    path = os.environ.get('PATH', '') + os.pathsep + os.pathsep.join(SBIN_DIRS)
+def _which(program: str, search_path: Optional[str] = None) -> Optional[str]:
+    path = (os.environ.get('PATH', '') if search_path is None else search_path) + os.pathsep + os.pathsep.join(SBIN_DIRS)
     return shutil.which(program, path=path)
 
 
-def missing_requirements() -> Optional[str]:
+def missing_requirements(euid: Optional[int] = None, search_path: Optional[str] = None,
+                         sbin_dirs: Sequence[str] = SBIN_DIRS) -> Optional[str]:
     """Why this machine cannot run the cluster, or None if it can
 
+    Args:
+        euid: User id to judge (default: this process's)
+        search_path: PATH to look for the programs in (default: this process's), besides ``sbin_dirs``
+        sbin_dirs: Folders of the daemons
     Returns:
         A one-line reason (not root, programs missing), or None
     """
     if sys.platform != 'linux':
         return f'emulated Slurm needs Linux (this is {sys.platform})'
-    if os.geteuid() != 0:
+    if (os.geteuid() if euid is None else euid) != 0:
         return 'emulated Slurm needs root (slurmd runs jobs as their user; make system-deps installs it as root)'
-    missing = [p for p in PROGRAMS if _which(p) is None]
+    path = os.pathsep.join([os.environ.get('PATH', '') if search_path is None else search_path, *sbin_dirs])
+    missing = [p for p in PROGRAMS if shutil.which(p, path=path) is None]
     if missing:
         return (f'Slurm/munge programs not installed: {", ".join(missing)} '
                 f'(apt-get install {" ".join(PACKAGES)}, or run "make system-deps" as root)')

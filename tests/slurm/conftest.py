@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Mapping, Optional
 
 import pytest
 
@@ -31,14 +32,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slurm)
 
 
+def require_slurm(reason: Optional[str], environ: Mapping[str, str] = os.environ) -> None:
+    """Skip the calling test if this machine cannot run Slurm (``reason``); fail it instead when ``CI`` is set"""
+    if not reason:
+        return
+    if environ.get('CI'):
+        pytest.fail(f'CI is set, but the Slurm tests cannot run here: {reason}', pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope='session')
 def slurm_cluster(tmp_path_factory):
     """The running cluster (started once, stopped at the end of the session)"""
-    reason = missing_requirements()
-    if reason:
-        if os.environ.get('CI'):
-            pytest.fail(f'CI is set, but the Slurm tests cannot run here: {reason}', pytrace=False)
-        pytest.skip(reason)
+    require_slurm(missing_requirements())
     cluster = SlurmCluster(tmp_path_factory.mktemp('slurm'), nodes=NODES, cpus_per_node=CPUS_PER_NODE)
     start = time.monotonic()
     try:

@@ -88,14 +88,16 @@ def test_exclusive_pair_waits_on_one_node_and_pending_jobs_says_why(slurm, tmp_p
 # ---------------------------------------------------------------------- ENV_ACTIVATION that fails
 @pytest.mark.parametrize('activation,export,expected', [
     # A module system that is not there: the last command of the chain fails
-    ('module load anaconda3; conda activate moldesign', None, 'ENV_ACTIVATION of slurm failed with exit status 127'),
+    ('module load anaconda3; conda activate moldesign', None, 'ENV_ACTIVATION of {config} failed with exit status 127'),
     # An activation that "works" but leaves Parsl off PATH (the job does not inherit the submitting PATH)
-    (':', 'NONE', 'process_worker_pool.py (Parsl) is not on PATH after ENV_ACTIVATION'),
+    (':', 'NONE', 'process_worker_pool.py (Parsl) is not on PATH after ENV_ACTIVATION of {config}'),
 ])
 def test_failed_activation_stops_the_job_with_a_message(slurm, tmp_path, monkeypatch, activation, export, expected):
     if export:
         monkeypatch.setenv('SBATCH_EXPORT', export)
-    qc = providers(test_config('slurm', tmp_path / 'bad.py', ENV_ACTIVATION=activation), tmp_path / 'scripts')['qc']
+    config = test_config('slurm', tmp_path / 'bad.py', ENV_ACTIVATION=activation)
+    expected = expected.format(config=config)  # The message names the configuration file to fix
+    qc = providers(config, tmp_path / 'scripts')['qc']
     job_id = qc.submit('echo WORKERS LAUNCHED', 1, job_name='parsl.qc.block-0')
     wait_until(lambda: not slurm.jobs(), 30, 'the job did not end')
     info = job_info(slurm, job_id)
