@@ -97,10 +97,10 @@ def test_workers_connected_from_their_jobs_nodes(sbatch_campaign):
 # ---------------------------------------------------------------------- Ctrl-C, then --restart
 @pytest.fixture(scope='module')
 def interrupted_campaign(slurm_cluster, tmp_path_factory):
-    """A campaign interrupted with SIGINT after 2 steered results"""
+    """A campaign interrupted with SIGINT after 2 steered results (in-flight tasks waited for at most 20 s)"""
     tmp_path = tmp_path_factory.mktemp('interrupted')
     config = test_config('slurm', tmp_path / 'my_cluster.py', NODES=1)
-    proc = start_run(tmp_path, slurm_cluster.conf, '--config', str(config), *SMALL)
+    proc = start_run(tmp_path, slurm_cluster.conf, '--config', str(config), *SMALL, '--shutdown-timeout', '20')
     watcher = Watcher(slurm_cluster, marker=str(tmp_path))
     watcher.start()
     try:
@@ -178,7 +178,7 @@ def test_nonexistent_partition_fails_fast_with_one_line(slurm, tmp_path):
     stdout, stderr = _finish(proc, 120)
     elapsed = time.monotonic() - start
     assert proc.returncode not in (0, None)
-    assert elapsed < 30, f'took {elapsed:.0f} s to fail'
+    assert elapsed < 20, f'took {elapsed:.0f} s to fail'
     assert 'Traceback' not in stderr and '--restart' not in stderr, stderr
     named = [line for line in stderr.splitlines() if 'nosuchpartition' in line]
     assert len(named) == 1, stderr
