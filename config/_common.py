@@ -4,6 +4,7 @@
 - :func:`worker_address`: the address workers connect back to, refusing loopback unless asked for explicitly;
 - :func:`activation_lines`: runs ``ENV_ACTIVATION`` in a job and stops the job, with a message in its stderr,
   if that fails or leaves Parsl's ``process_worker_pool.py`` off ``PATH``;
+- :func:`startup_errors`: those messages, read back from a run's job stderr files;
 - :func:`pending_jobs`: Slurm jobs waiting in the queue, with Slurm's reason (e.g. ``Resources``);
 - :func:`slurm_allocation_nodes`, :func:`pbs_allocation_nodes`, :func:`split_nodes`: the nodes of the
   allocation ``run.py`` runs in, and their split between the ``qc`` and ``ml`` executors.
@@ -93,6 +94,22 @@ SLURM_STEP_EXPORT = 'export SLURM_EXPORT_ENV=ALL'
 """In a Slurm job: ``srun`` steps get the job's (activated) environment even where the site sets
 ``SBATCH_EXPORT=NONE`` (then ``SLURM_EXPORT_ENV=NONE`` in the job, and a step fails with
 ``execve(): bash: No such file or directory``)"""
+
+
+def startup_errors(run_dir: Path) -> List[str]:
+    """Why worker jobs of a run stopped before starting workers: their ``moldesign:`` lines (see :func:`activation_lines`)
+
+    For a console message when no worker connects: reads every job's stderr under ``run_dir/parsl/*/submit_scripts``.
+
+    Returns:
+        ``'<job script>.stderr: moldesign: ...'`` for each failure line, oldest run first
+    """
+    found = []
+    for path in sorted(Path(run_dir).glob('parsl/*/submit_scripts/*.stderr')):
+        for line in path.read_text(errors='replace').splitlines():
+            if line.startswith('moldesign:') and 'workers start from' not in line:
+                found.append(f'{path.name}: {line}')
+    return found
 
 
 # ---------------------------------------------------------------------- address of the thinker's host

@@ -19,7 +19,7 @@ from campaign import REPO, process_tail, run_env, test_config
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from config._common import ACTIVATION_FAILED, pending_jobs  # noqa: E402
+from config._common import ACTIVATION_FAILED, pending_jobs, startup_errors  # noqa: E402
 
 
 def load(path: Path):
@@ -97,7 +97,7 @@ def test_failed_activation_stops_the_job_with_a_message(slurm, tmp_path, monkeyp
         monkeypatch.setenv('SBATCH_EXPORT', export)
     config = test_config('slurm', tmp_path / 'bad.py', ENV_ACTIVATION=activation)
     expected = expected.format(config=config)  # The message names the configuration file to fix
-    qc = providers(config, tmp_path / 'scripts')['qc']
+    qc = providers(config, tmp_path / 'run' / 'parsl' / '000' / 'submit_scripts')['qc']
     job_id = qc.submit('echo WORKERS LAUNCHED', 1, job_name='parsl.qc.block-0')
     wait_until(lambda: not slurm.jobs(), 30, 'the job did not end')
     info = job_info(slurm, job_id)
@@ -108,6 +108,8 @@ def test_failed_activation_stops_the_job_with_a_message(slurm, tmp_path, monkeyp
     assert len(lines) == 1 and expected in lines[0], stderr
     assert activation in lines[0]  # Names what to fix
     assert 'WORKERS LAUNCHED' not in stdout + stderr  # Nothing was started after the failure
+    errors = startup_errors(tmp_path / 'run')  # What the lead's console message can show
+    assert len(errors) == 1 and errors[0].endswith(lines[0]) and errors[0].startswith('parsl.qc.block-0')
 
 
 # ---------------------------------------------------------------------- SBATCH_EXPORT=NONE: real workers
@@ -133,6 +135,7 @@ finally:
 '''
 
 
+@pytest.mark.slow
 def test_workers_start_with_sbatch_export_none(slurm, tmp_path):
     """Sites with SBATCH_EXPORT=NONE: the job gets no environment from the submitting shell, and ``srun`` steps
     none from the job unless the configuration exports SLURM_EXPORT_ENV=ALL (else ``execve(): bash: No such
@@ -150,4 +153,5 @@ def test_workers_start_with_sbatch_export_none(slurm, tmp_path):
     assert all(r['SLURM_EXPORT_ENV'] == 'ALL' for r in result['qc'])
     assert all(r['PYTHONPATH'] is None for r in result['qc'] + result['ml'])  # Nothing came from the submitter
     assert 'execve()' not in stderrs
+    assert startup_errors(tmp_path / 'run') == []
     wait_until(lambda: not slurm.jobs(), 20, 'the jobs were still in the queue after Parsl cancelled them')
