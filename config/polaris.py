@@ -7,19 +7,21 @@ from there and their workers connect back to the login node over the high-speed 
   its own ``QC_THREADS_PER_WORKER`` physical cores with ``OMP_NUM_THREADS=QC_THREADS_PER_WORKER``.
 - ``ml``: one node; each ML worker gets one of the node's four A100 GPUs (TensorFlow sees only its GPU).
 
-Edit the constants below (at least ``ACCOUNT`` and ``ENV_ACTIVATION``); nothing is submitted until
-Parsl loads the configuration inside the task server.
+Copy this file, edit the constants below in the copy (at least ``ACCOUNT`` and ``ENV_ACTIVATION``) and pass
+it with ``python run.py --config path/to/copy.py``; nothing is submitted until Parsl loads the configuration
+inside the task server. To run everything inside one PBS job instead, see ``config/polaris_allocation.py``.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from parsl.addresses import address_by_hostname, address_by_interface
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.launchers import MpiExecLauncher, SimpleLauncher
 from parsl.providers import PBSProProvider
+
+from config._common import pinned_cores, worker_address, worker_init
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ FILESYSTEMS = 'home:eagle'
 """File systems the jobs need (``#PBS -l filesystems=``): those holding the environment and the repository"""
 ENV_ACTIVATION = 'module use /soft/modulefiles; module load conda; conda activate moldesign'
 """Shell commands that activate, on a compute node, the environment in which moldesign is installed
-(e.g. ``conda activate /lus/eagle/projects/<project>/envs/moldesign`` for an environment outside $HOME)"""
+(e.g. ``conda activate /lus/eagle/projects/<project>/envs/moldesign`` for an environment outside $HOME).
+The job stops with a ``moldesign:`` line in its stderr if they fail or leave ``process_worker_pool.py`` off PATH"""
 QC_THREADS_PER_WORKER = 4
 """OpenMP threads (and physical cores) of one QC task: 1 for GFN2-xTB (``--qc xtb``), 4-8 for DFT with
 psi4 or PySCF. Workers per node = CORES_PER_NODE // QC_THREADS_PER_WORKER"""
@@ -47,13 +50,19 @@ PIN_QC_WORKERS = True
 """Pin each QC worker to its own physical cores (assumes CPUs 0-31 are the 32 distinct cores and 32-63
 their hyperthreads, as ``lscpu -e`` shows on Polaris); False leaves placement to the OS"""
 ML_GPUS = 4
-"""GPUs of the ML node given to ML workers, one each (0: run TensorFlow on the CPU)"""
+"""GPUs of the ML node that ML workers may use, one each (0: run TensorFlow on the CPU). The ML job asks for
+as many as there are ML workers (``ngpus``), at most ML_GPUS"""
 # ---------------------------------------------------------------- Polaris facts
 CORES_PER_NODE = 32
 """Physical cores of a Polaris node (AMD EPYC Milan; 64 hardware threads)"""
 HW_THREADS_PER_NODE = 64
 INTERFACE = 'bond0'
 """Network interface of the login and compute nodes over which workers reach the thinker's host"""
+ADDRESS = None
+"""Address the workers connect to, used as given (overrides INTERFACE); None: INTERFACE's address, else the
+host name's (never a loopback address)"""
+HEARTBEAT_PERIOD = 30
+"""Seconds between heartbeats of workers and the thinker's host; a worker is declared lost after 4 missed"""
 
 
 def qc_workers_per_node() -> int:
@@ -66,25 +75,18 @@ def default_qc_workers() -> int:
     return NODES * qc_workers_per_node()
 
 
-def worker_address() -> str:
-    """Address of this host for the workers: that of ``INTERFACE``, or the host name if it has none"""
-    try:
-        return address_by_interface(INTERFACE)
-    except OSError:
-        address = address_by_hostname()
-        logger.warning(f'No network interface {INTERFACE!r} on this host; workers will connect to {address}')
-        return address
+def ml_gpus(ml_workers: int) -> int:
+    """GPUs the ML job asks for: one per ML worker, none if ``ML_GPUS`` is 0
 
-
-def _thread_exports(threads: int) -> str:
-    return (f'export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} '
-            f'TF_NUM_INTRAOP_THREADS={threads} TF_NUM_INTEROP_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2')
-
-
-def _core_list(workers: int, threads: int) -> str:
-    """Parsl ``cpu_affinity`` giving worker ``i`` the physical cores ``i*threads`` to ``(i+1)*threads-1``"""
-    ranges = [f'{i * threads}' if threads == 1 else f'{i * threads}-{(i + 1) * threads - 1}' for i in range(workers)]
-    return 'list:' + ':'.join(ranges)
+    Raises:
+        ValueError: more ML workers than GPUs on the node
+    """
+    if not ML_GPUS:
+        return 0
+    if ml_workers > ML_GPUS:
+        raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} GPUs on the ML node '
+                         f'(one GPU per ML worker)')
+    return ml_workers
 
 
 def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
@@ -94,16 +96,20 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         run_dir: Run directory (Parsl writes its logs and job scripts to ``run_dir/parsl``)
         qc_workers: QC tasks the thinker keeps in flight; the job runs ``NODES x`` :func:`qc_workers_per_node`
             workers whatever this number (a smaller number leaves workers idle, a larger one queues tasks)
-        ml_workers: ML workers on the ML node (at most ``ML_GPUS`` when GPUs are used)
+        ml_workers: ML workers on the ML node (at most ``ML_GPUS`` when GPUs are used), one GPU each
     Returns:
         Parsl configuration with executors ``qc`` and ``ml``
+    Raises:
+        ValueError: bad worker counts, or a loopback worker address (off Polaris: set ADDRESS)
     """
     if qc_workers < 1 or ml_workers < 1:
         raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, ml_workers={ml_workers}')
     if qc_workers != default_qc_workers():
         logger.info(f'{qc_workers} QC tasks in flight for {default_qc_workers()} QC workers '
                     f'({NODES} node(s) x {qc_workers_per_node()})')
-    address = worker_address()
+    address = worker_address(__file__, ADDRESS, INTERFACE, interface_required=False)
+    gpus = ml_gpus(ml_workers)
+    heartbeat = dict(heartbeat_period=HEARTBEAT_PERIOD, heartbeat_threshold=4 * HEARTBEAT_PERIOD)
     scheduler_options = f'#PBS -l filesystems={FILESYSTEMS}\n#PBS -l place=scatter'
     per_node = qc_workers_per_node()
     ml_threads = max(1, CORES_PER_NODE // ml_workers)
@@ -114,10 +120,9 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         encrypted=True,  # CurveZMQ between the thinker's host and the workers
         max_workers_per_node=per_node,
         cores_per_worker=HW_THREADS_PER_NODE // per_node,  # Parsl counts hardware threads
-        cpu_affinity=_core_list(per_node, QC_THREADS_PER_WORKER) if PIN_QC_WORKERS else 'none',
+        cpu_affinity=pinned_cores(per_node, QC_THREADS_PER_WORKER) if PIN_QC_WORKERS else 'none',
         prefetch_capacity=per_node,  # Room for the thinker's prefetched tasks (run.py --qc-prefetch): one per worker
-        heartbeat_period=30,
-        heartbeat_threshold=120,
+        **heartbeat,
         provider=PBSProProvider(
             account=ACCOUNT,
             queue=QUEUE,
@@ -125,7 +130,7 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
             nodes_per_block=NODES,
             cpus_per_node=HW_THREADS_PER_NODE,
             scheduler_options=scheduler_options,
-            worker_init=f'{ENV_ACTIVATION}; {_thread_exports(QC_THREADS_PER_WORKER)}',
+            worker_init=worker_init(ENV_ACTIVATION, __file__, QC_THREADS_PER_WORKER),
             # One worker manager per node; it starts the node's workers (mpiexec is Cray MPICH's on Polaris)
             launcher=MpiExecLauncher(bind_cmd='--cpu-bind', overrides='--depth=64 --ppn 1'),
             init_blocks=1, min_blocks=1, max_blocks=1,
@@ -137,19 +142,18 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         encrypted=True,
         max_workers_per_node=ml_workers,
         cores_per_worker=max(1, HW_THREADS_PER_NODE // ml_workers),
-        available_accelerators=ML_GPUS if ML_GPUS else (),  # Sets CUDA_VISIBLE_DEVICES per worker
+        available_accelerators=gpus if gpus else (),  # Sets CUDA_VISIBLE_DEVICES per worker
         prefetch_capacity=0,
-        heartbeat_period=30,
-        heartbeat_threshold=120,
+        **heartbeat,
         provider=PBSProProvider(
             account=ACCOUNT,
             queue=QUEUE,
             walltime=WALLTIME,
             nodes_per_block=1,
             cpus_per_node=HW_THREADS_PER_NODE,
-            select_options='ngpus=4',
+            select_options=f'ngpus={gpus}' if gpus else '',  # The GPUs the ML workers use, one each
             scheduler_options=scheduler_options,
-            worker_init=f'{ENV_ACTIVATION}; {_thread_exports(ml_threads)}',
+            worker_init=worker_init(ENV_ACTIVATION, __file__, ml_threads),
             launcher=SimpleLauncher(),  # One node: the manager runs on the job's node itself
             init_blocks=1, min_blocks=1, max_blocks=1,
         ),

@@ -57,8 +57,17 @@ def load_config_module(name: str) -> ModuleType:
 
 
 def default_qc_workers(module: ModuleType) -> int:
-    """QC workers a configuration provides (its ``default_qc_workers()``, else 1)"""
-    return int(module.default_qc_workers()) if hasattr(module, 'default_qc_workers') else 1
+    """QC workers a configuration provides (its ``default_qc_workers()``, else 1)
+
+    Raises:
+        UsageError: if the configuration cannot tell (e.g. an allocation configuration outside its allocation)
+    """
+    if not hasattr(module, 'default_qc_workers'):
+        return 1
+    try:
+        return int(module.default_qc_workers())
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise UsageError(f'--config: {exc}') from None
 
 
 def workers_are_local(module: ModuleType) -> bool:
