@@ -163,4 +163,5 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         run_dir=str(Path(run_dir) / 'parsl'),
         retries=1,  # Re-run a task once if its worker died (failed QC is returned by Colmena, not retried)
         strategy='simple',  # Submit a new job when one ends (wall time) while tasks wait; never more than one
+        strategy_period=1,  # Seconds between checks of the blocks: a job the scheduler refuses is reported at once
     )

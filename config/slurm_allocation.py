@@ -135,4 +135,5 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         run_dir=str(Path(run_dir) / 'parsl'),
         retries=1,
         strategy='simple',  # Restart a worker step that ended while tasks wait (a step, never a new job)
+        strategy_period=1,  # Seconds between checks of the blocks: a job the scheduler refuses is reported at once
     )

@@ -16,7 +16,7 @@ import pytest
 from colmena.queue import PipeQueues
 from parsl.executors import HighThroughputExecutor
 from parsl.launchers import MpiExecLauncher, SimpleLauncher, SrunLauncher
-from parsl.providers import PBSProProvider, SlurmProvider
+from parsl.providers import LocalProvider, PBSProProvider, SlurmProvider
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -179,7 +179,7 @@ def test_bad_arguments_and_interface_give_clear_errors(tmp_path, monkeypatch):
         module = load(name)
         with pytest.raises(ValueError, match='at least one QC'):
             module.make_config(tmp_path, 0)
-    slurm = load('slurm')
+    slurm = load_config_module('slurm')
     monkeypatch.setattr(slurm, 'INTERFACE', 'nosuchif0')
     with pytest.raises(ValueError, match="no network interface 'nosuchif0'"):
         slurm.make_config(tmp_path, 1)

@@ -2,9 +2,9 @@
 
 - ``runtime.log`` gets every INFO line of the application, Colmena and Parsl (Colmena's per-task lines only
   with ``debug``: at hundreds of tasks per second they would be most of the file).
-- The console gets warnings and errors, as one line each (tracebacks only with ``debug``); off a terminal also
-  the application's INFO lines (the periodic progress lines among them). On a terminal the live panel
-  (:mod:`moldesign.report.progress`) replaces them.
+- The console gets the application's warnings and errors, one line each (tracebacks only with ``debug``), and
+  other packages' critical lines; off a terminal also the application's INFO lines (the periodic progress lines
+  among them). On a terminal the live panel (:mod:`moldesign.report.progress`) replaces those.
 """
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from typing import Callable, List, Tuple
 
 logger = logging.getLogger(__name__)
 
-HARMLESS = ('Serialized object exceeds buffer threshold',)
-"""Warnings of other packages that say nothing to a user (Parsl: the MolDQN agent is a few MB); kept in the file"""
 _LOG_FORMAT = '%(asctime)s - %(name)s - %(levelname)s - %(message)s'
 
 
@@ -33,11 +31,12 @@ class OneLineFormatter(logging.Formatter):
 
 
 def console_filter(show_info: bool) -> Callable[[logging.LogRecord], bool]:
-    """What the console shows: warnings and errors, and the application's INFO lines if ``show_info``"""
+    """What the console shows: the application's warnings and errors (and INFO lines if ``show_info``); of other
+    packages (Parsl, Colmena, ...) only critical lines: the application reports their failures in its own words"""
     def _filter(record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            return not record.getMessage().startswith(HARMLESS)
-        return show_info and record.name.startswith('moldesign')
+        if not record.name.startswith('moldesign'):
+            return record.levelno >= logging.CRITICAL
+        return record.levelno >= logging.WARNING or show_info
     return _filter
 
 

@@ -102,7 +102,6 @@ class Campaign:
         check_qc(params.qc, params.qc_keywords, '--qc', local)
         if params.verify_qc:
             check_qc(params.verify_qc, params.verify_keywords, '--verify-qc', local)
-        check_out_dir(Path(out_dir))
         if initial_smiles is None:
             from moldesign.qm9 import sample_molecules
             initial_smiles = list(dict.fromkeys(sample_molecules(params.initial_count, seed=params.seed)['smiles']))
@@ -110,6 +109,7 @@ class Campaign:
         run_dir = Path(out_dir) / files.make_run_name(params.model_dump(mode='json'))
         if config_module is not None:
             build_config(config_module, run_dir, params.qc_workers, params.ml_workers)  # Raises before mkdir
+        check_out_dir(Path(out_dir))
         _check_redis(params, options)
         for attempt in range(1, 100):  # Two runs started in the same second with the same parameters
             try:
@@ -287,9 +287,15 @@ class Campaign:
     def _finish(self) -> int:
         """Write summary.json and the report, print the best molecules, choose the exit code"""
         from moldesign.report.summary import print_summary, write_summary
+        from moldesign.steer.thinker import WorkersFailed
         thinker = self.thinker
         errors = [f'{type(e).__name__}: {e}' for e in thinker.errors]
         summary = write_summary(self.run_dir, thinker, self.params, self.wall_time, self.interrupted, errors)
+        failed_start = [e for e in thinker.errors if isinstance(e, WorkersFailed)]
+        if failed_start:  # A configuration problem: one line, no restart advice (a restart would fail the same way)
+            print(f'run.py: error: {failed_start[0]}; fix --config {self.params.config} '
+                  f'(details: {self.run_dir / files.RUNTIME_LOG})', file=sys.stderr)
+            return EXIT_ERROR
         print_summary(self.run_dir, summary, report=self.options.report)
         if errors:
             for message in errors:

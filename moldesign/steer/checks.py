@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -144,18 +143,18 @@ def read_initial_smiles(path: Path, skip_invalid: bool) -> List[str]:
 
 
 def check_out_dir(path: Path) -> None:
-    """Make sure run directories can be created in ``path`` (created if missing)
+    """Make sure run directories can be created in ``path`` (nothing is created here)
 
     Raises:
-        UsageError: if it is a file, or cannot be created or written
+        UsageError: if it, or its nearest existing parent, is not a writable directory
     """
-    if path.exists() and not path.is_dir():
-        raise UsageError(f'--out-dir: {path} is not a directory')
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f'--out-dir: {existing} is not a directory')
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        raise UsageError(f'--out-dir: cannot create or write {path}: {exc.strerror or exc}') from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f'--out-dir: {path} is not writable')
+        raise UsageError(f'--out-dir: cannot write in {existing}: {exc.strerror or exc}') from None

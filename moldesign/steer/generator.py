@@ -36,6 +36,10 @@ class RunAborted(RuntimeError):
     """The campaign cannot go on (reference energies failed, the generator failed repeatedly, disk full, ...)"""
 
 
+class WorkersFailed(RunAborted):
+    """The workers could not start (e.g. the scheduler refused the job): a configuration problem"""
+
+
 class GeneratorAgent:
     """The ``steer`` agent of the thinker (see the module docstring)"""
 

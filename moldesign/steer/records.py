@@ -20,6 +20,21 @@ def failure_message(result: Result) -> str:
     return result.failure_info.exception.strip().splitlines()[-1]
 
 
+STARTUP_FAILURES = ('TooManyJobFailuresError', 'BadStateException', 'ScalingFailed', 'SubmitException')
+"""Parsl exceptions that mean the workers themselves could not start (a configuration problem, not a molecule's)"""
+
+
+def startup_failure(result: Result) -> Optional[str]:
+    """Why the workers could not start, if that is why a task failed (one line), else None"""
+    text = (result.failure_info.exception if result.failure_info else '') or ''
+    if not any(name in text for name in STARTUP_FAILURES):
+        return None
+    text = text.encode().decode('unicode_escape', errors='replace') if '\\n' in text else text
+    lines = [line.strip(" \t'\")") for line in text.replace('stderr=', '\n').splitlines()]
+    errors = [line for line in lines if 'error' in line.lower() and not line.startswith(STARTUP_FAILURES)]
+    return (errors or [line for line in lines if line] or ['unknown'])[0][:300]
+
+
 def task_record(result: Result, **fields) -> Dict[str, Any]:
     """The common part of a record line: identity, success, timings and worker of a Colmena result
 

@@ -33,9 +33,9 @@ from colmena.thinker.resources import ResourceCounter
 from moldesign.report.progress import ProgressReporter, ProgressState
 from moldesign.select.pool import Candidate, CandidatePool
 from moldesign.simulate.base import SPIN_MULTIPLICITY, QCSpec
-from moldesign.steer.generator import GeneratorAgent, RunAborted
+from moldesign.steer.generator import GeneratorAgent, RunAborted, WorkersFailed
 from moldesign.steer.params import RunParams
-from moldesign.steer.records import failure_message, molecule_record, task_record
+from moldesign.steer.records import failure_message, molecule_record, startup_failure, task_record
 from moldesign.steer.results import ResultDatabase
 from moldesign.store import REFERENCE_ENERGIES, SIMULATION_RECORDS, DiskFullError, \
     RunStore
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 ELEMENTS = tuple(SPIN_MULTIPLICITY)
 """Elements whose isolated-atom energies are needed"""
-__all__ = ['MoleculeDesignThinker', 'RunAborted']
+__all__ = ['MoleculeDesignThinker', 'RunAborted', 'WorkersFailed']
 
 
 class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
@@ -113,9 +113,9 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         """Stop submitting new work; drain what is running (called from a signal handler)"""
         self.stop_requested.set()
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, kind: type = RunAborted) -> None:
         """Stop at once without waiting for in-flight tasks (their results cannot arrive)"""
-        self.errors.append(RunAborted(reason))
+        self.errors.append(kind(reason))
         self.aborted.set()
         self.done.set()
 
@@ -239,6 +239,9 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
     def _records(self, result: Result) -> List[dict]:
         """The records of one QC result (one per molecule; a reference atom's energy also updates the references)"""
         info = result.task_info or {}
+        reason = None if result.success else startup_failure(result)
+        if reason is not None and not self.aborted.is_set():
+            self.abort(f'the {"ml" if result.topic == "ML" else "qc"} workers could not start: {reason}', WorkersFailed)
         if result.method == 'compute_reference_energy':
             element, spec = info['element'], info['qc_spec']
             if result.success:
@@ -268,6 +271,8 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         return records
 
     def _reference_failed(self, spec: str, element: str, message: str) -> None:
+        if self.aborted.is_set():
+            return
         text = f'Reference energy of {element} with {spec} failed: {message}'
         if spec == self.qc_spec.name:
             self.abort(text + '; no atomization energy can be computed (try another method, basis or keywords)')
