@@ -49,17 +49,18 @@ def plot(results: Dict[str, dict], methods: List[str], budget: int, path: Path, 
         res = results[objective]
         x = np.arange(1, budget + 1)
         lowest = np.inf
-        for method in reversed(methods):  # The steered search drawn last, on top
+        for rank, method in enumerate(methods):
+            z = 2 + len(methods) - rank  # The steered search on top
             runs = [r for r in res['runs'].get(method, []) if 'values' in r]
             if not runs:
                 continue
             curves = _curves(runs, budget)
             lowest = min(lowest, np.nanmin(curves[np.isfinite(curves)]) if np.isfinite(curves).any() else np.inf)
             for curve in curves:
-                ax.plot(x, curve, color=colors[method], alpha=0.2, lw=0.7)
+                ax.plot(x, curve, color=colors[method], alpha=0.2, lw=0.7, zorder=z)
             with np.errstate(invalid='ignore'):
                 median = np.median(curves, axis=0)  # inf before a run's first success
-            ax.plot(x, median, color=colors[method], lw=2.2,
+            ax.plot(x, median, color=colors[method], lw=2.2, zorder=z + 0.5,
                     label=f'{LABELS.get(method, f"variant {method} (run.py)")}, median of {len(curves)} seeds')
         dist = np.sort(res['distribution'])
         for frac, style in ((1e-2, '--'), (1e-3, ':')):
