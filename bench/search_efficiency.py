@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 
 import search_methods as sm  # noqa: E402
 from search_methods import summarise  # noqa: E402,F401  (kept importable from here)
-from search_plot import UNITS, plot  # noqa: E402,F401
+from search_plot import plot  # noqa: E402
 
 logger = logging.getLogger('bench.search_efficiency')
 
