@@ -200,6 +200,21 @@ def best_so_far(values: Sequence[Optional[float]]) -> np.ndarray:
     return np.array(out)
 
 
+def app_env(repo: Optional[Path] = None) -> Dict[str, str]:
+    """Environment of a ``run.py`` subprocess
+
+    Args:
+        repo: Another checkout whose moldesign package to use; default: this one
+    Returns:
+        This process's environment with the venv's ``bin/`` first on PATH (HTEX needs interchange.py)
+        and the checkout first on PYTHONPATH (also for the Parsl workers and scripts outside its root)
+    """
+    env = dict(os.environ)
+    env['PATH'] = f'{Path(sys.executable).parent}{os.pathsep}{env.get("PATH", "")}'
+    env['PYTHONPATH'] = os.pathsep.join([str(Path(repo or REPO).resolve()), *filter(None, [env.get('PYTHONPATH')])])
+    return env
+
+
 def run_app(out_dir: Path, args: Sequence[str], log_path: Path, timeout: float = 3600,
             repo: Optional[Path] = None) -> Path:
     """Run ``run.py`` as a subprocess and return its run directory
@@ -217,10 +232,7 @@ def run_app(out_dir: Path, args: Sequence[str], log_path: Path, timeout: float =
         RuntimeError: if run.py fails (the last lines of its log are in the message)
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env['PATH'] = f'{Path(sys.executable).parent}{os.pathsep}{env.get("PATH", "")}'  # HTEX needs interchange.py
-    if repo is not None and Path(repo).resolve() != REPO:
-        env['PYTHONPATH'] = os.pathsep.join([str(Path(repo).resolve()), *filter(None, [env.get('PYTHONPATH')])])
+    env = app_env(repo)
     cmd = [sys.executable, str(Path(repo or REPO) / 'run.py'), '--out-dir', str(out_dir), '--quiet', '--no-report', *args]
     with log_path.open('w') as log:
         proc = subprocess.run(cmd, cwd=repo or REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)

