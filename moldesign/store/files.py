@@ -52,6 +52,10 @@ class RunFileError(RuntimeError):
     """A file of a run directory is missing, unreadable or invalid (the message names the file)"""
 
 
+class CorruptFileError(RunFileError):
+    """A file of a run directory can be read, but its content is truncated or invalid"""
+
+
 class RunLocked(RuntimeError):
     """Another process holds the run directory"""
 
@@ -198,8 +202,8 @@ def repair_jsonl(path: Path) -> Optional[Path]:
         fp.truncate(cut_at)
         fp.flush()
         os.fsync(fp.fileno())
-    logger.warning(f'{path.name}: its last line was cut ({len(partial)} bytes, an interrupted write); '
-                   f'moved it to {aside.name} and appending after the last complete record')
+    logger.info(f'{path.name}: its last line was cut ({len(partial)} bytes, an interrupted write); '
+                f'moved it to {aside.name}; appending after the last complete record')
     return aside
 
 

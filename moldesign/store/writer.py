@@ -9,12 +9,14 @@ import os
 import pickle
 import socket
 import threading
+import weakref
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from moldesign.store.files import (AGENT, LOCK, RECORD_FILES, DiskFullError, RunFileError, RunLocked, dump_json,
-                                   repair_jsonl, to_strict_json, write_atomic)
+from moldesign.store.files import (AGENT, LOCK, RECORD_FILES, CorruptFileError, DiskFullError, RunFileError, RunLocked,
+                                   dump_json, repair_jsonl, to_strict_json, write_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,13 @@ class RunStore:
         self._files: Dict[str, Any] = {}
         self._dirty: set = set()
         self.disk_full = False
+        """Whether a write failed for lack of space: every later write is refused (nothing half-written after it)"""
+        self.first_full: Optional[str] = None
+        """The file whose write failed first for lack of space"""
+        self.refused: set = set()
+        """Files whose writes raised :class:`DiskFullError`"""
+        self.on_disk_full: Optional[Callable[[str], None]] = None
+        """Called once, with the file's name, at the first write that fails for lack of space"""
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._lock_fp = (self.run_dir / LOCK).open('a+')
@@ -46,6 +55,17 @@ class RunStore:
             raise RunFileError(f'Cannot create or write the run directory {self.run_dir}: '
                                f'{exc.strerror or exc}') from None
         self._acquire_lock()
+        # A forked child (the task server) shares the lock's open file: were it to outlive this process (killed
+        # outright), the run would stay locked by a dead PID. The child closes its copy; ours keeps the lock.
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (store := this()) is not None and store._forget_lock())
+
+    def _forget_lock(self) -> None:
+        """In a forked child: close the inherited descriptor of the lock (the parent keeps holding it)"""
+        try:
+            self._lock_fp.close()
+        except OSError:  # pragma: no cover
+            pass
 
     def _acquire_lock(self) -> None:
         try:
@@ -86,12 +106,12 @@ class RunStore:
         line = (json.dumps(to_strict_json(record), allow_nan=False) + '\n').encode()
         with self._lock:
             if self.disk_full:
-                raise DiskFullError(errno.ENOSPC, f'No space left to write {name}')
-            fp = self._files.get(name)
-            if fp is None:
-                fp = self._files[name] = self.path(name).open('ab', buffering=0)
-            start = fp.tell()
+                raise self._full(name)
+            fp, start = self._files.get(name), None
             try:
+                if fp is None:
+                    fp = self._files[name] = self.path(name).open('ab', buffering=0)
+                start = fp.tell()
                 if fp.write(line) != len(line):
                     raise OSError(errno.ENOSPC, 'short write')
                 if sync:
@@ -99,12 +119,26 @@ class RunStore:
                 else:
                     self._dirty.add(name)
             except OSError as exc:
-                self._undo(fp, start)
+                if start is not None:
+                    self._undo(fp, start)
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    self.disk_full = True
-                    raise DiskFullError(errno.ENOSPC, f'No space left on the device of {self.run_dir} '
-                                                      f'to write {name}') from None
+                    raise self._full(name) from None
                 raise
+
+    def _full(self, name: str, refuse: bool = True) -> DiskFullError:
+        """The error for a write refused for lack of space (the first one calls :attr:`on_disk_full`)"""
+        if refuse:
+            self.refused.add(name)
+        if not self.disk_full:
+            self.disk_full, self.first_full = True, name
+            if self.on_disk_full is not None:
+                self.on_disk_full(name)
+        return DiskFullError(errno.ENOSPC, f'No space left on the device of {self.run_dir} (writing '
+                                           f'{self.first_full})')
+
+    def full(self, name: str) -> None:
+        """Note that another file of the run (e.g. its log) could not be written for lack of space"""
+        self._full(name, refuse=False)
 
     @staticmethod
     def _undo(fp, start: int) -> None:
@@ -122,18 +156,47 @@ class RunStore:
                     os.fsync(self._files[name].fileno())
                 except OSError as exc:
                     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                        self.disk_full = True
-                        raise DiskFullError(errno.ENOSPC, f'No space left on the device of {self.run_dir}') from None
+                        raise self._full(name) from None
                     raise
             self._dirty.clear()
 
     def write_json(self, name: str, obj: Any) -> None:
-        """Write a JSON document into the run directory, atomically"""
-        dump_json(obj, self.path(name))
+        """Write a JSON document into the run directory, atomically
+
+        Raises:
+            DiskFullError: if the disk is full (the previous version of the file is kept)
+        """
+        with self._disk_full_check(name):
+            dump_json(obj, self.path(name))
 
     def save_agent(self, agent: Any) -> None:
-        """Keep the latest MolDQN agent (weights and exploration schedule) for a restart, atomically"""
-        write_atomic(self.path(AGENT), pickle.dumps(agent))
+        """Keep the latest MolDQN agent (weights and exploration schedule) for a restart, atomically
+
+        Raises:
+            DiskFullError: if the disk is full (the previous checkpoint is kept)
+        """
+        data = pickle.dumps(agent)
+        with self._disk_full_check(AGENT):
+            write_atomic(self.path(AGENT), data)
+
+    @contextmanager
+    def _disk_full_check(self, name: str) -> Iterator[None]:
+        """Turn ENOSPC/EDQUOT into :class:`DiskFullError` and remember it"""
+        if self.disk_full:
+            raise self._full(name)
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._full(name) from None
+            raise
+
+    def quiesce(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until no record is being written, and keep others from starting one
+
+        For exiting at once: the process ends holding the lock, so every record file ends with a complete line.
+        """
+        self._lock.acquire(timeout=timeout)
 
     def close(self) -> None:
         """Close the record files and release the run directory's lock"""
@@ -156,14 +219,19 @@ def load_agent(run_dir: Path) -> Optional[Any]:
     Returns:
         The agent, None if none was saved
     Raises:
-        RunFileError: if the file exists but cannot be read (truncated, corrupt)
+        CorruptFileError: if the file is truncated or corrupt
+        RunFileError: if the file cannot be read (permissions, I/O error, not a file)
     """
     path = Path(run_dir) / AGENT
     if not path.exists():
         return None
     try:
         with path.open('rb') as fp:
-            return pickle.load(fp)
+            data = fp.read()
+    except OSError as exc:
+        raise RunFileError(f'{path} cannot be read ({exc.strerror or exc})') from None
+    try:
+        return pickle.loads(data)
     except Exception as exc:
-        raise RunFileError(f'{path} cannot be read ({type(exc).__name__}: {exc}); delete it to start a new '
-                           'MolDQN agent') from None
+        raise CorruptFileError(f'{path} is truncated or corrupt ({type(exc).__name__}: {exc}); delete it to start '
+                               'a new MolDQN agent') from None
