@@ -119,6 +119,8 @@ def read_initial_smiles(path: Path, skip_invalid: bool) -> List[str]:
         raise UsageError(f'--initial-smiles: {path} is not a file')
     try:
         text = path.read_text()
+        if '\0' in text:  # Valid UTF-8 (e.g. all zeros), but not text
+            raise UnicodeDecodeError('utf-8', b'\0', 0, 1, 'NUL character')
     except UnicodeDecodeError:
         raise UsageError(f'--initial-smiles: {path} is not a text file (expected one SMILES per line)') from None
     except OSError as exc:
