@@ -10,9 +10,18 @@ The campaign itself is assembled, run and recorded by moldesign.steer.campaign.C
 import signal
 import sys
 
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 if __name__ == '__main__':
+    signal.signal(signal.SIGTERM, _interrupt)  # Like Ctrl-C until the campaign takes the signals over
+    signal.signal(signal.SIGHUP, _interrupt)
     try:
         from moldesign.cli import main
+        code = main()
     except KeyboardInterrupt:  # Ctrl-C while the libraries load
-        sys.exit(128 + signal.SIGINT)
-    sys.exit(main())
+        print('run.py: interrupted before the run started; nothing was computed', file=sys.stderr)
+        code = 128 + signal.SIGINT
+    sys.exit(code)

@@ -9,7 +9,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -205,8 +207,15 @@ def build_campaign(args: argparse.Namespace):
     return Campaign.create(params, args.out_dir, options, initial_smiles=initial)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the campaign the command line describes
+
+    Until the campaign takes the signals over (:class:`~moldesign.steer.signals.StopSignals`), SIGTERM and SIGHUP
+    act like Ctrl-C: a run directory being created is removed again, and the exit is one line with code 130.
 
     Args:
         argv: Command-line arguments (default: ``sys.argv[1:]``)
@@ -214,20 +223,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         Exit code: 0 complete, 1 error, 2 usage error, 130 interrupted
     """
     from moldesign.steer.checks import UsageError
-    parser = make_parser()
-    args = parser.parse_args(argv)
+    prog = 'run.py'
+    args = None
     try:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, _interrupt)
+        parser = make_parser()
+        prog = parser.prog
+        args = parser.parse_args(argv)
         campaign = build_campaign(args)
         return campaign.run()
     except UsageError as exc:
-        print(f'{parser.prog}: error: {exc}', file=sys.stderr)
+        print(f'{prog}: error: {exc}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f'{parser.prog}: interrupted before the run started; nothing was computed', file=sys.stderr)
+        print(f'{prog}: interrupted before the run started; nothing was computed', file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug:
+        if args is None or args.debug:
             raise
-        print(f'{parser.prog}: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)',
-              file=sys.stderr)
+        print(f'{prog}: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)', file=sys.stderr)
         return 1

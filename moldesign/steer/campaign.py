@@ -13,12 +13,11 @@ summary and the report. ``run.py`` is only its command line::
 """
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
-import os
-import signal
+import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -27,12 +26,12 @@ from moldesign.steer.checks import (UsageError, build_config, check_out_dir, che
                                     workers_are_local)
 from moldesign.steer.params import RunParams, SessionOptions
 from moldesign import store as files
-from moldesign.store import RunFileError, RunLocked, RunStore
+from moldesign.steer.signals import EXIT_INTERRUPTED, SetupInterrupted, StopSignals
+from moldesign.store import CorruptFileError, DiskFullError, RunFileError, RunLocked, RunStore
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def qc_methods() -> List[Callable]:
@@ -77,7 +76,11 @@ class Campaign:
         self.qc_spec = check_qc(params.qc, params.qc_keywords, '--qc', local)
         self.verify_spec = check_qc(params.verify_qc, params.verify_keywords, '--verify-qc', local) \
             if params.verify_qc else None
+        self.agent = None  # The MolDQN agent restored for a restart
+        self.notes: List[str] = []  # Warnings found while opening the run, logged when it runs
         self.thinker = None
+        self.signals: Optional[StopSignals] = None
+        self._server = None
         self.interrupted: Optional[str] = None
         self.wall_time = 0.
 
@@ -102,6 +105,8 @@ class Campaign:
         check_qc(params.qc, params.qc_keywords, '--qc', local)
         if params.verify_qc:
             check_qc(params.verify_qc, params.verify_keywords, '--verify-qc', local)
+        check_out_dir(Path(out_dir))
+        _check_redis(params, options)
         if initial_smiles is None:
             from moldesign.qm9 import sample_molecules
             initial_smiles = list(dict.fromkeys(sample_molecules(params.initial_count, seed=params.seed)['smiles']))
@@ -109,18 +114,20 @@ class Campaign:
         run_dir = Path(out_dir) / files.make_run_name(params.model_dump(mode='json'))
         if config_module is not None:
             build_config(config_module, run_dir, params.qc_workers, params.ml_workers)  # Raises before mkdir
-        check_out_dir(Path(out_dir))
-        _check_redis(params, options)
-        for attempt in range(1, 100):  # Two runs started in the same second with the same parameters
-            try:
-                run_dir.mkdir(parents=True, exist_ok=False)
-                break
-            except FileExistsError:
-                run_dir = run_dir.with_name(f'{run_dir.name.split("_")[0]}_{attempt + 1}')
-        store = RunStore(run_dir)
-        params.save(run_dir)
-        store.write_json(files.INITIAL_MOLECULES, list(initial_smiles))
-        return cls(params, store, options, initial_smiles, config_module=config_module, **kwargs)
+        run_dir = _make_run_dir(run_dir)
+        store = None
+        try:  # A run directory is complete (restartable) or absent: never half-made
+            store = RunStore(run_dir)
+            params.save(run_dir)
+            store.write_json(files.INITIAL_MOLECULES, list(initial_smiles))
+            return cls(params, store, options, initial_smiles, config_module=config_module, **kwargs)
+        except BaseException as exc:
+            if store is not None:
+                store.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if isinstance(exc, (OSError, RunFileError)):
+                raise UsageError(f'--out-dir: cannot create a run in {out_dir}: {_reason(exc)}') from None
+            raise
 
     @classmethod
     def restart(cls, run_dir: Path, options: Optional[SessionOptions] = None, search_size: Optional[int] = None,
@@ -154,11 +161,21 @@ class Campaign:
             store = RunStore(run_dir)
         except (RunFileError, RunLocked) as exc:
             raise UsageError(f'--restart: {exc}') from None
-        for aside in store.repair():
-            logger.warning(f'Kept the cut line of an interrupted write in {aside}')
-        previous = files.load_run(run_dir, strict=True)
-        params.save(run_dir)
-        return cls(params, store, options, initial, previous=previous, config_module=config_module, **kwargs)
+        notes: List[str] = []
+        try:
+            notes += [f'The last line of {aside.name.split(".partial")[0]} was cut (an interrupted write): kept it '
+                      f'in {aside.name}; appending after the last complete record' for aside in store.repair()]
+            previous = files.load_run(run_dir)
+            agent = _restore_agent(run_dir, previous, notes)
+            params.save(run_dir)
+        except BaseException as exc:
+            store.close()
+            if isinstance(exc, (OSError, RunFileError)):
+                raise UsageError(f'--restart: {_reason(exc)}') from None
+            raise
+        campaign = cls(params, store, options, initial, previous=previous, config_module=config_module, **kwargs)
+        campaign.agent, campaign.notes = agent, notes
+        return campaign
 
     # ------------------------------------------------------------------ running
     def run(self) -> int:
@@ -169,33 +186,103 @@ class Campaign:
         """
         from moldesign.report.console import setup_logging
         from moldesign.report.progress import ProgressReporter
-        from moldesign.steer.server import check_path_for_parsl, stop_task_server
+        from moldesign.steer.server import check_path_for_parsl, mark_run_processes, stop_task_server
 
-        progress = ProgressReporter(enabled=not self.options.quiet)
-        teardown = setup_logging(self.run_dir, terminal=progress.is_terminal, quiet=self.options.quiet,
-                                 debug=self.options.debug)
+        self.signals = StopSignals(self.run_dir, self.options.shutdown_timeout, self._request_stop, self._exit_now)
+        self.signals.install()  # From here on a signal never ends in a traceback
         try:
-            logger.info(f'Run directory: {self.run_dir}' + (' (restart)' if self.previous else ''))
-            self._write_description()
-            check_path_for_parsl()
-            server, queues = self._assemble(progress)
-            self._supervise(server, progress)
-            stop_task_server(server, queues, timeout=30, on_result=self.thinker.record_late_result)
-            return self._finish()
+            progress = ProgressReporter(enabled=not self.options.quiet)
+            teardown = setup_logging(self.run_dir, terminal=progress.is_terminal, quiet=self.options.quiet,
+                                     debug=self.options.debug, on_log_failure=self._log_failed)
+            self.store.on_disk_full = self._disk_full_detected
+            try:
+                with mark_run_processes(self.run_dir):
+                    logger.info(f'Run directory: {self.run_dir}' + (' (restart)' if self.previous else ''))
+                    for note in self.notes:
+                        logger.warning(note)
+                    self._write_description()
+                    check_path_for_parsl()
+                    server, queues = self._assemble(progress)
+                    self._supervise(server, progress)
+                    self.signals.phase = 'finishing'
+                    stop_task_server(server, queues, timeout=30, on_result=self._late_result)
+                    self._stop_leftovers()
+                self.interrupted = self.signals.interrupted
+                if self.store.disk_full:
+                    return self._disk_full()
+                return self._finish()
+            except SetupInterrupted as exc:
+                self.signals.phase = 'finishing'
+                print(f'Interrupted ({exc}) before any task started. Continue with: python run.py --restart '
+                      f'{self.run_dir}', file=sys.stderr)
+                return EXIT_INTERRUPTED
+            except DiskFullError as exc:
+                self.signals.phase = 'finishing'
+                print(f'run.py: error: {exc}. Free some space, then continue with: python run.py --restart '
+                      f'{self.run_dir}', file=sys.stderr)
+                return EXIT_ERROR
+            finally:
+                self.store.close()
+                teardown()
         finally:
-            self.store.close()
-            teardown()
+            self.signals.restore()
+
+    def _request_stop(self) -> None:
+        if self.thinker is not None:
+            self.thinker.request_stop()
+
+    def _exit_now(self) -> None:
+        """Before exiting at once: no record half-written, no process of the run left"""
+        self.store.quiesce(timeout=2)
+        from moldesign.steer.server import kill_process_tree
+        if self._server is not None and self._server.pid is not None:
+            kill_process_tree(self._server.pid)
+
+    def _stop_leftovers(self) -> None:
+        """Kill processes of the run that outlived the task server (e.g. an interchange whose parent was killed)"""
+        from moldesign.steer.server import stop_stale_processes
+        stop_stale_processes(self.run_dir, 'this session (outliving the task server)')
+
+    def _log_failed(self, error: OSError) -> None:
+        """runtime.log cannot be written (called once)"""
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.store.full(files.RUNTIME_LOG)
+        else:
+            logger.warning(f'{self.run_dir / files.RUNTIME_LOG} cannot be written ({error.strerror or error}); '
+                           'log lines go to the console only')
+
+    def _disk_full_detected(self, name: str) -> None:
+        """The first write that failed for lack of space (any file, any thread): stop submitting
+
+        Said once: by the thinker when it cannot write a QC record (it stops at once), otherwise at the end of
+        the run (:meth:`_disk_full`), after the QC tasks in flight are drained.
+        """
+        logging.raiseExceptions = False  # Other handlers in this process would print a traceback per record
+        logger.info(f'No space left on the device of {self.run_dir} (writing {name}): stopping')
+        if self.thinker is not None:
+            self.thinker.request_stop()
+
+    def _late_result(self, result) -> None:
+        """A QC result that arrives while the task server stops: written, unless the disk is full"""
+        if not self.store.disk_full:
+            self.thinker.record_late_result(result)
+
+    def _disk_full(self) -> int:
+        """The run stopped because its disk is full: say so once, and why there is no summary"""
+        if files.SIMULATION_RECORDS not in self.store.refused:  # Otherwise the thinker said so
+            logger.error(f'No space left on the device of {self.run_dir} (writing {self.store.first_full}): '
+                         'stopped; every record written so far is complete')
+        records = len(files.read_jsonl(self.run_dir / files.SIMULATION_RECORDS)[0])
+        print(f'summary.json was not written (no space left): {records} complete QC records are in '
+              f'{self.run_dir}. Free some space, then continue with: python run.py --restart {self.run_dir}',
+              file=sys.stderr)
+        return EXIT_ERROR
 
     def _write_description(self) -> None:
         self.store.write_json(files.QC_SPEC, self.qc_spec.model_dump(mode='json'))
         self.store.write_json(files.HOST_INFO, files.get_host_info())
-        from moldesign.steer.server import processes_of_run, kill_process_tree
-        stale = processes_of_run(self.run_dir)
-        if stale:
-            logger.warning(f'{len(stale)} process(es) of an earlier session of this run were still alive '
-                           f'(PIDs {", ".join(str(p.pid) for p in stale)}); stopping them')
-            for proc in stale:
-                kill_process_tree(proc.pid)
+        from moldesign.steer.server import stop_stale_processes
+        stop_stale_processes(self.run_dir, 'an earlier session of this run')
 
     def _assemble(self, progress):
         """The Parsl configuration, the queues, the task server and the thinker"""
@@ -231,44 +318,21 @@ class Campaign:
         return server, queues
 
     def _load_agent(self):
+        """The MolDQN agent: restored by :meth:`restart`, else a new one"""
+        if self.agent is not None:
+            logger.info('Restored the MolDQN agent (weights and exploration schedule)')
+            return self.agent
         from moldesign.sample import DQNAgent
-        if self.previous is not None:
-            try:
-                agent = files.load_agent(self.run_dir)
-            except RunFileError as exc:
-                logger.warning(f'{exc}; starting a new MolDQN agent')
-                agent = None
-            if agent is not None:
-                logger.info('Restored the MolDQN agent (weights and exploration schedule)')
-                return agent
-            if self.previous.rl:
-                logger.warning(f'No readable {files.AGENT} although the run made MolDQN calls: starting a new agent')
         return DQNAgent(seed=self.params.seed, epsilon_decay=0.97)
 
     def _supervise(self, server, progress) -> None:
-        """Start the task server and the thinker; wait for the thinker, reacting to signals and a dead server"""
+        """Start the task server and the thinker; wait for the thinker, watching the task server"""
         thinker = self.thinker
-        signals = {'count': 0}
-
-        def _on_signal(signum, frame):
-            signals['count'] += 1
-            self.interrupted = signal.Signals(signum).name
-            if signals['count'] == 1:
-                logger.warning(f'{self.interrupted} received: stopping after the QC tasks in flight (up to '
-                               f'{self.options.shutdown_timeout:.0f} s); press Ctrl-C again to exit at once')
-                thinker.request_stop()
-                return
-            sys.stderr.write(f'Exiting at once. Completed results are in {self.run_dir}; continue with: '
-                             f'python run.py --restart {self.run_dir}\n')
-            self.store.close()  # Waits for a record being written, so no line is cut
-            from moldesign.steer.server import kill_process_tree
-            if server.pid is not None:
-                kill_process_tree(server.pid)
-            os._exit(EXIT_INTERRUPTED)
-
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = {s: signal.signal(s, _on_signal) for s in SIGNALS} if main_thread else {}
         start = time.monotonic()
+        self._server = server
+        if self.store.disk_full:  # Found while setting up (runtime.log)
+            raise DiskFullError(errno.ENOSPC, f'No space left on the device of {self.run_dir}')
+        self.signals.phase = 'running'
         server.start()
         progress.start()
         try:
@@ -281,8 +345,6 @@ class Campaign:
         finally:
             progress.stop()
             self.wall_time = time.monotonic() - start
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     def _finish(self) -> int:
         """Write summary.json and the report, print the best molecules, choose the exit code"""
@@ -318,6 +380,45 @@ def _check_redis(params: RunParams, options: SessionOptions) -> None:
         make_queues(params.redishost, params.redisport or 6379, options.redis_password, prefix='moldesign-check')
     except ConnectionError as exc:
         raise UsageError(f'--redishost: {exc}') from None
+
+
+def _make_run_dir(run_dir: Path) -> Path:
+    """Create a new run directory; another run started in the same second with the same parameters gets ``_2``"""
+    for attempt in range(2, 1000):
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            return run_dir
+        except FileExistsError:
+            run_dir = run_dir.with_name(f'{run_dir.name.split("_")[0]}_{attempt}')
+        except OSError as exc:
+            raise UsageError(f'--out-dir: cannot create {run_dir}: {_reason(exc)}') from None
+    raise UsageError(f'--out-dir: too many runs named {run_dir.name.split("_")[0]}')
+
+
+def _reason(exc: BaseException) -> str:
+    """An error in a few words: the OS's reason, else the message"""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f'{exc.strerror} ({exc.filename})' if exc.filename else exc.strerror
+    return str(exc)
+
+
+def _restore_agent(run_dir: Path, previous: files.RunData, notes: List[str]):
+    """The MolDQN agent of an interrupted run, None if there is none to restore
+
+    Raises:
+        UsageError: if ``agent.pkl`` is truncated or corrupt (deleting it starts a new agent)
+    """
+    try:
+        agent = files.load_agent(run_dir)
+    except CorruptFileError as exc:
+        raise UsageError(f'--restart: {exc}') from None
+    except RunFileError as exc:
+        notes.append(f'{exc}: starting a new MolDQN agent')
+        return None
+    if agent is None and previous.rl:
+        notes.append(f'{run_dir / files.AGENT} is missing although the run made {len(previous.rl)} MolDQN call(s): '
+                     'starting a new MolDQN agent')
+    return agent
 
 
 def _references(previous: Optional[files.RunData]) -> Dict[str, Dict[str, float]]:

@@ -15,8 +15,10 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import parsl
 import psutil
@@ -26,6 +28,7 @@ from colmena.models.methods import PythonMethod
 from colmena.queue.base import ColmenaQueues
 from colmena.task_server.parsl import ParslTaskServer
 from parsl.config import Config
+from parsl.utils import setproctitle
 
 from moldesign.steer.queues import TOPICS
 
@@ -37,6 +40,12 @@ INTERCHANGE_GRACE = 1.
 """Seconds an HTEX interchange gets to exit on SIGTERM before it is killed (Parsl's default: 10)"""
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 _PARENT_DEATH_SIGNAL = signal.SIGUSR2
+RUN_DIR_VARIABLE = 'MOLDESIGN_RUN_DIR'
+"""Environment variable naming the run directory in every process Parsl starts for a run (interchanges, worker
+pools, workers: the interchange's command line, ``parsl: HTEX interchange``, does not name the run)"""
+TASK_SERVER_TITLE = 'moldesign: task server of'
+"""The task server's process title (command line), followed by the run directory. A forked process shows its
+parent's environment as it was at start (``/proc/PID/environ``), so the title is what finds it."""
 
 
 class QCTimeout(TimeoutError):
@@ -120,10 +129,17 @@ class TaskServer(ParslTaskServer):
       seconds the executors' processes (interchanges, worker pools) are killed instead.
     """
 
+    _dying = False
+
     def run(self) -> None:
         parent = os.getppid()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
+        # A log file that cannot be written (disk full) must not print a traceback per line: the thinker's
+        # process reports a full disk once
+        logging.raiseExceptions = False
+        self._divert_stderr_of_children()
+        setproctitle(f'{TASK_SERVER_TITLE} {os.environ.get(RUN_DIR_VARIABLE, "?")}')
         signal.signal(_PARENT_DEATH_SIGNAL, self._on_parent_death)
         _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # Local worker pools, detached by Parsl, stay our descendants
         _prctl(_PR_SET_PDEATHSIG, _PARENT_DEATH_SIGNAL)
@@ -137,6 +153,32 @@ class TaskServer(ParslTaskServer):
             self._shutdown_parsl()
             raise
 
+    def _divert_stderr_of_children(self) -> None:
+        """Give the programs Parsl starts (the interchanges) ``parsl/interchange.stderr`` as their stderr
+
+        They inherit this process's stderr, the console: an interchange that cannot write its log (disk full)
+        would print Python's ``--- Logging error ---`` block there for each line. This process keeps writing
+        to the console through a duplicate of the descriptor.
+        """
+        try:
+            path = Path(self.config.run_dir) / 'interchange.stderr'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:
+            target = os.open(os.devnull, os.O_WRONLY)
+        try:
+            sys.stderr.flush()
+            console = open(os.dup(2), 'w', buffering=1, encoding=sys.stderr.encoding, errors='backslashreplace')
+        except (OSError, AttributeError, ValueError):  # No usable stderr: leave it as it is
+            os.close(target)
+            return
+        os.dup2(target, 2)
+        os.close(target)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(console)
+        sys.stderr = console
+
     def _watch_parent(self, parent: int) -> None:
         while os.getppid() == parent:
             time.sleep(1)
@@ -144,6 +186,9 @@ class TaskServer(ParslTaskServer):
 
     def _on_parent_death(self, signum, frame) -> None:
         """The thinker's process died: stop Parsl and every process it started, then exit"""
+        if self._dying:  # The parent-death signal and the watching thread both call this
+            return
+        self._dying = True
         logger.warning('Task server: the thinker process is gone; stopping Parsl and its processes')
         self._shutdown_parsl()
         os._exit(1)
@@ -256,29 +301,107 @@ def pending_results(queues: ColmenaQueues, topics: Iterable[str] = TOPICS) -> Li
 def kill_process_tree(pid: int) -> None:
     """Kill a process and all its descendants (SIGKILL)"""
     try:
-        parent = psutil.Process(pid)
+        kill_processes([psutil.Process(pid)])
     except psutil.NoSuchProcess:
         return
-    procs = parent.children(recursive=True) + [parent]
+
+
+def kill_processes(procs: Sequence[psutil.Process], timeout: float = 5.) -> None:
+    """Kill processes and all their descendants (SIGKILL, parents first), then wait for them once
+
+    Args:
+        procs: The processes
+        timeout: Seconds to wait for them to be gone (zombies count as gone)
+    """
+    everything: Dict[int, psutil.Process] = {}
     for proc in procs:
         try:
-            proc.kill()
-        except psutil.NoSuchProcess:
+            for p in [proc] + proc.children(recursive=True):
+                everything.setdefault(p.pid, p)
+        except psutil.Error:
+            continue
+    for proc in everything.values():
+        try:
+            proc.kill()  # Also ends a stopped process
+        except psutil.Error:
             pass
-    psutil.wait_procs(procs, timeout=5)
+
+    def _gone() -> bool:
+        for proc in everything.values():
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    return False
+            except psutil.Error:
+                continue
+        return True
+
+    deadline = time.monotonic() + timeout
+    while not _gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for proc in everything.values():  # Reap our own children
+        try:
+            proc.wait(0)
+        except (psutil.Error, ChildProcessError):
+            pass
 
 
 def processes_of_run(run_dir: os.PathLike) -> List[psutil.Process]:
-    """Processes other than this one whose command line names a run directory (e.g. Parsl's, left by a killed run)"""
-    marker = os.fspath(run_dir)
+    """Live processes of a run other than this one and its descendants (e.g. Parsl's, left by a killed session)
+
+    They are the task server (its title, :data:`TASK_SERVER_TITLE`) and the processes it started (they carry
+    :data:`RUN_DIR_VARIABLE`, see :func:`mark_run_processes`). Not any process whose command line names the run
+    directory: another ``run.py --restart RUN_DIR`` waiting for the lock must be left to say why it cannot run.
+    """
+    resolved = os.fspath(Path(run_dir).resolve())
+    title = f'{TASK_SERVER_TITLE} {resolved}'
+    try:
+        own = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:  # pragma: no cover
+        own = {os.getpid()}
     found = []
-    for proc in psutil.process_iter(['pid', 'cmdline']):
+    for proc in psutil.process_iter(['pid', 'cmdline', 'status']):
         try:
-            if proc.pid != os.getpid() and marker in ' '.join(proc.info['cmdline'] or []):
+            if proc.pid in own or proc.info['status'] == psutil.STATUS_ZOMBIE:
+                continue
+            if ' '.join(proc.info['cmdline'] or []).strip() == title or \
+                    proc.environ().get(RUN_DIR_VARIABLE) == resolved:
                 found.append(proc)
-        except psutil.Error:
+        except psutil.Error:  # Gone, or another user's
             continue
     return found
+
+
+@contextmanager
+def mark_run_processes(run_dir: os.PathLike) -> Iterator[None]:
+    """Set :data:`RUN_DIR_VARIABLE` for the processes started meanwhile (the task server, Parsl's processes)"""
+    previous = os.environ.get(RUN_DIR_VARIABLE)
+    os.environ[RUN_DIR_VARIABLE] = os.fspath(Path(run_dir).resolve())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_VARIABLE, None)
+        else:
+            os.environ[RUN_DIR_VARIABLE] = previous
+
+
+def stop_stale_processes(run_dir: os.PathLike, when: str) -> List[int]:
+    """Kill the processes of a run (see :func:`processes_of_run`) and say so in one warning
+
+    Args:
+        run_dir: Run directory
+        when: What they outlived, for the message (e.g. 'an earlier session of this run')
+    Returns:
+        Their PIDs
+    """
+    stale = processes_of_run(run_dir)
+    if not stale:
+        return []
+    pids = [p.pid for p in stale]
+    logger.warning(f'{len(stale)} process(es) of {when} were still alive (PIDs {", ".join(map(str, pids))}); '
+                   f'stopped them')
+    kill_processes(stale)
+    return pids
 
 
 def check_path_for_parsl() -> None:
