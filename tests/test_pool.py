@@ -155,3 +155,22 @@ def test_rank_candidates_fits_expands_and_predicts():
     assert len(result.mean) == len(result.std) == len(result.smiles) and np.all(np.isfinite(result.mean))
     assert result.n_train == 4 and result.expanded == {'CCCC': 1}
     assert hasattr(result.model, 'predict')
+
+
+def test_unembeddable_candidates_are_never_queued():
+    pool = CandidatePool()
+    result = ranking([('A', -9.), ('B', -1.), ('C', -2.)])
+    result.infeasible, result.feasible = ['A'], ['B']
+    queued = pool.apply_ranking(result)
+    assert [c.smiles for c in queued] == ['C', 'B'] and pool.infeasible == {'A'}
+    assert pool.embeddable(['A', 'B', 'C']) == ['B']
+    assert pool.add(['A'], 'moldqn') == 0  # Excluded for good
+
+
+def test_screening_checks_the_best_candidates_for_a_3d_embedding():
+    training = [('CCO', -800.), ('CCC', -950.), ('CC', -700.), ('CCCC', -1200.)]
+    cage = 'C1C2C3OC4C5C1C34C25'  # RDKit cannot embed it (QC failed on it in a benchmark)
+    result = rank_candidates(training, {cage: 'moldqn', 'CCCCC': 'moldqn', 'CCCCCC': 'moldqn'},
+                             'atomization_energy', check_top=3, checked=['CCCCCC'])
+    assert result.infeasible == [cage]
+    assert result.feasible == ['CCCCC']  # CCCCCC was checked before

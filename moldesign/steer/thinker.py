@@ -100,12 +100,21 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         self.errors: List[BaseException] = []
         self.lost_in_flight: List[str] = []
 
-        for record in previous:
-            self.db.add(record)
+        search = [r for r in previous if r.get('phase') != 'verify']
+        verified = [r for r in previous if r.get('phase') == 'verify']
+        for record in search:
+            entered = self.db.add(record)
             self.n_steered_submitted += record.get('phase') == 'steered'
+            if entered and record.get('success'):
+                self.geometries[record['smiles']] = record['value']['xyz']
+        for record in verified:
+            self.db.add_verified(record['smiles'], record)
         self._evaluations = itertools.count(self.db.n_evaluations + 1)
-        verified = [r['smiles'] for r in previous if r.get('phase') == 'verify']
-        self.pool.mark_taken([r['smiles'] for r in previous if r.get('phase') != 'verify'], verified)
+        self.pool.mark_taken([r['smiles'] for r in search], [r['smiles'] for r in verified])
+        if verify_spec is not None:  # The best molecules of an earlier part of the run may still need verifying
+            for _, smiles in self.db.best(params.verify_top):
+                if self.db.entries[smiles].verified is None:
+                    self.pool.push_verify(smiles)
         self.initial_smiles = [s for s in dict.fromkeys(initial_smiles) if s not in self.db]
 
     # ------------------------------------------------------------------ control
@@ -128,8 +137,9 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
             return self.params.search_size - self.n_steered_submitted
 
     def _verifying(self) -> bool:
+        """Whether verification is on and its reference energies are known"""
         return self.verify_spec is not None and self.params.verify_top > 0 and \
-            self.verify_spec.name in self.references
+            len(self.references.get(self.verify_spec.name, {})) == len(ELEMENTS)
 
     def finished(self) -> bool:
         """Whether the campaign's work is done: budget spent (or nothing left to try), best molecules verified"""
