@@ -194,6 +194,18 @@ def pending_jobs(job_ids: Sequence[str], squeue: str = 'squeue') -> List[Tuple[s
     return pending
 
 
+def slurm_diagnosis(run_dir: Path, job_ids: Sequence[str]) -> List[str]:
+    """Why a Slurm configuration's workers have not started: pending jobs with Slurm's reason, job failure lines
+
+    The ``diagnose(run_dir, job_ids)`` of the Slurm configurations: run.py prints these lines when an executor
+    returns no result for a while (``--pending-warning``).
+    """
+    lines = [f'job {job_id} is {state} ({reason})' + (
+        ': the job cannot run beside the other one (set EXCLUSIVE = False, or use a partition with more nodes)'
+        if reason == 'Resources' else '') for job_id, state, reason in pending_jobs(job_ids)]
+    return lines + startup_errors(run_dir)
+
+
 # ---------------------------------------------------------------------- nodes of an allocation
 def slurm_allocation_nodes(environ: Optional[Dict[str, str]] = None) -> List[str]:
     """Host names of the Slurm allocation this process runs in (``SLURM_JOB_NODELIST``, expanded)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import List, Sequence
 
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.launchers import MpiExecLauncher, SimpleLauncher
 from parsl.providers import PBSProProvider
 
+from config import _common
 from config._common import pinned_cores, worker_address, worker_init
 
 logger = logging.getLogger(__name__)
@@ -165,3 +167,10 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         strategy='simple',  # Submit a new job when one ends (wall time) while tasks wait; never more than one
         strategy_period=1,  # Seconds between checks of the blocks: a job the scheduler refuses is reported at once
     )
+
+
+def diagnose(run_dir: Path, job_ids: Sequence[str]) -> List[str]:
+    """Why the workers have not started yet (printed by run.py when an executor stays silent): the jobs' own
+    failure lines; ``qstat -f <job id>`` tells the rest"""
+    return _common.startup_errors(run_dir) or [f'check the jobs with: qstat -f {" ".join(job_ids)}' if job_ids
+                                               else 'no job was submitted yet']

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Sequence
 
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.launchers import SimpleLauncher, SrunLauncher
 from parsl.providers import SlurmProvider
 
+from config import _common
 from config._common import SLURM_STEP_EXPORT, worker_address, worker_init
 
 logger = logging.getLogger(__name__)
@@ -162,3 +163,8 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         strategy='simple',  # Submit a new job when one ends (wall time) while tasks wait; never more than one
         strategy_period=1,  # Seconds between checks of the blocks: a job the scheduler refuses is reported at once
     )
+
+
+def diagnose(run_dir: Path, job_ids: Sequence[str]) -> List[str]:
+    """Why the workers have not started yet (printed by run.py when an executor stays silent)"""
+    return _common.slurm_diagnosis(run_dir, job_ids)

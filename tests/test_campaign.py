@@ -57,3 +57,17 @@ def test_bad_inputs_are_refused_before_anything_is_created(tmp_path):
         Campaign.create(RunParams(), tmp_path / 'a-file', QUIET, initial_smiles=['CCO', 'CC'])
     with pytest.raises(UsageError, match='--restart: .* is not a run directory'):
         Campaign.restart(tmp_path, QUIET)
+
+
+@pytest.mark.slow
+def test_monitor_records_parsl_monitoring_database(tmp_path):
+    """--monitor: Parsl's monitoring database in the run directory, with the run's tasks in it"""
+    import sqlite3
+    params = RunParams(initial_count=2, search_size=0, qc_workers=1, qc_prefetch=0, monitor=True)
+    campaign = Campaign.create(params, tmp_path / 'runs', QUIET)
+    assert campaign.run() == 0
+    database = campaign.run_dir / 'monitoring.db'
+    assert database.is_file()
+    with sqlite3.connect(database) as db:
+        apps = {name for (name,) in db.execute('SELECT task_func_name FROM task')}
+    assert {'compute_reference_energy', 'compute_atomization_energy'} <= apps

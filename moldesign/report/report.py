@@ -356,9 +356,20 @@ def write_report(run_dir: Union[RunData, str, Path], n_top: int = 10, qm9_lookup
         lines += ['Failures by exception:', ''] + [f'- {n} x `{exc}`' for exc, n in counts['failure_types'].items()]
         lines.append('')
 
+    verify_qc = params.get('verify_qc')
+    verified = [r for r in run.verify_records if r.get('smiles')]
     lines += [f'## Best molecules by {objective} ({unit})', '',
               'QM9 values are B3LYP/6-31G(2df,p) atomization energies; they differ from this run\'s QC method, '
-              'compare rankings rather than values.', '',
+              'compare rankings rather than values.', '']
+    if verify_qc:
+        agreement = rank_agreement(run)
+        failed = sum(not r.get('success') for r in verified)
+        lines += [f'The best molecules were verified at `{verify_qc}` ({len(verified)} molecules, {failed} failed). '
+                  'Verified molecules come first, ranked by their verified value; "search rank" is their rank by the '
+                  f'search\'s `{qc_name}` value, "agree" says whether the two levels order them alike. Rank '
+                  'agreement (Spearman) of the two levels over the verified molecules: '
+                  + ('n/a (fewer than 3)' if agreement is None else f'{agreement:.2f}') + '.', '']
+    lines += [
               format_top_table(rows, objective, markdown=True) if rows else '*No successful QC evaluation yet.*', '']
     lines += figure('Best molecules', plots.draw_top_molecules, rows, figures / 'top_molecules.png', objective)
 

@@ -112,7 +112,7 @@ class GeneratorAgent:
         training = self.db.training_set()
         candidates = self.pool.to_screen()
         slots = self.params.qc_workers + self.params.qc_prefetch
-        options = {'expand': expand, 'failures': self.db.failures(), 'verified': self.db.verified_deltas(),
+        options = {'expand': expand, 'failures': self.db.failures(), 'verified': self.db.verified_deltas() if self.params.verify_learn else [],
                    'check_top': min(MAX_CHECKS, max(MIN_CHECKS, 2 * slots)),
                    'checked': self.pool.embeddable(candidates)}
         task_id = self.queues.send_inputs(training, candidates, self.params.objective, input_kwargs=options,
@@ -139,6 +139,8 @@ class GeneratorAgent:
 
     def _handle(self, result: Result) -> None:
         """Take an ML result: MolDQN's molecules join the pool; a screening becomes the queue's next batch"""
+        if self.first_result['ml'] is None:
+            self.first_result['ml'] = time.monotonic()
         if result.method == 'warm_up':
             logger.info(f'ML worker warmed up: {result.value if result.success else failure_message(result)}')
         elif result.method == 'generate_molecules':

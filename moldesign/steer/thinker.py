@@ -86,12 +86,13 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         self.in_flight: Dict[str, List[Candidate]] = {}  # Colmena task id -> molecules
         self.n_steered_submitted = 0
         self.verify_in_flight = 0
-        self.busy = {'search': 0., 'verify': 0.}  # QC compute seconds by lane kind
         self.geometries: Dict[str, str] = {}  # Relaxed XYZ of the molecules queued for verification
         self.model = None  # Newest surrogate model (from the last screening)
         self.batches_done = self.reranks = self.queue_ran_dry = 0
         self._evaluations = itertools.count(1)
         self._ml_failures = {'generate_molecules': 0, 'rank_candidates': 0}
+
+        self.first_result: Dict[str, Optional[float]] = {'qc': None, 'ml': None}  # When each executor answered
 
         self.stop_requested = threading.Event()
         self.aborted = threading.Event()
@@ -228,6 +229,8 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
 
     def _process_results(self, results: List[Result]) -> None:
         """Write QC results to disk (one sync), then update the dictionary, the slots and the verification lane"""
+        if self.first_result['qc'] is None:
+            self.first_result['qc'] = time.monotonic()
         done, slots = [], 0
         try:
             for result in results:
@@ -294,11 +297,7 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         """Put a molecule's record into the dictionary and release its slot"""
         if record['phase'] == 'reference':
             return
-        kind = 'verify' if record['phase'] == 'verify' else 'search'
-        stamps = record['timestamp']
-        if stamps.get('compute_started') and stamps.get('compute_ended'):
-            self.busy[kind] += max(0., stamps['compute_ended'] - stamps['compute_started'])
-        if kind == 'verify':
+        if record['phase'] == 'verify':
             self.db.add_verified(record['smiles'], record)
             return
         entered = self.db.add(record)
@@ -354,13 +353,16 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         return found
 
     def _verify_allowed(self) -> bool:
+        """Verification takes at most ``verify_share`` of the QC workers while the search runs, all of them after
+
+        With one QC worker the share is no worker: a verification (minutes of DFT) would stall a search of
+        sub-second tasks, so it waits for the search to end.
+        """
         if not self._verifying() or not self.pool.depth('verify'):
             return False
         if self._budget_left() <= 0 or self.steering_done.is_set():
             return True
-        cap = max(1, int(self.params.verify_share * self.params.qc_workers))
-        spent = self.busy['verify'] + self.busy['search']
-        return self.verify_in_flight < cap and self.busy['verify'] <= self.params.verify_share * spent
+        return self.verify_in_flight < int(self.params.verify_share * self.params.qc_workers)
 
     def _submit(self, candidates: List[Candidate]) -> None:
         lane = candidates[0].lane
@@ -387,6 +389,10 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         return {'smiles': candidate.smiles, 'phase': phase, 'batch': candidate.batch, 'rank': candidate.rank,
                 'predicted': candidate.predicted, 'predicted_std': candidate.predicted_std,
                 'source': candidate.source, 'qc_spec': spec.name}
+
+    def silent_executors(self) -> Dict[str, Optional[float]]:
+        """When each executor first answered (None: not yet); ML is expected only once QC has answered"""
+        return {'qc': self.first_result['qc']} if self.first_result['qc'] is None else dict(self.first_result)
 
     # ------------------------------------------------------------------ progress
     def progress_state(self, phase: Optional[str] = None) -> ProgressState:

@@ -21,7 +21,7 @@ import psutil
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = ('--initial-count', '4', '--search-size', '6', '--rl-episodes', '2', '--quiet')
+SMALL = ('--initial-count', '4', '--search-size', '6', '--rl-episodes', '2', '--quiet', '--verify-qc', 'none')
 """A campaign of a minute: 5 reference atoms, 4 initial and 6 steered molecules, GFN2-xTB"""
 ELEMENTS = ['C', 'F', 'H', 'N', 'O']
 
