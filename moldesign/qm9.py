@@ -50,7 +50,7 @@ HARTREE_TO_KCAL_MOL = 627.5094737775374
 """kcal/mol per Hartree (qcelemental's value)"""
 QM9_SIZE = 130_831
 """Number of molecules in QM9"""
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Format version of the cache file (bump it when the table changes)"""
 
 _CSV_COLUMNS = ['Index', 'SMILES', 'N_atoms', 'Elements', 'XYZ_Ang', 'InternalEnergy_0K_au', 'ZPVE_au']
@@ -98,7 +98,7 @@ def _source_key(files: List[Path]) -> str:
 def _build_table(files: List[Path]) -> pd.DataFrame:
     """Read the QM9 CSV files and compute the table's columns"""
     start = time.perf_counter()
-    raw = pd.concat([pd.read_csv(f, usecols=_CSV_COLUMNS) for f in files], ignore_index=True)
+    raw = pd.concat([pd.read_csv(f, usecols=_CSV_COLUMNS) for f in files], ignore_index=True)[_CSV_COLUMNS]
     logger.info(f'Read {len(raw)} QM9 rows from {len(files)} CSV files in {time.perf_counter() - start:.1f} s')
 
     rows = []
