@@ -97,7 +97,8 @@ SLURM_STEP_EXPORT = 'export SLURM_EXPORT_ENV=ALL'
 
 
 def startup_errors(run_dir: Path) -> List[str]:
-    """Why worker jobs of a run stopped before starting workers: their ``moldesign:`` lines (see :func:`activation_lines`)
+    """Why worker jobs of a run stopped before starting workers: their ``moldesign:`` lines
+    (see :func:`activation_lines`)
 
     For a console message when no worker connects: reads every job's stderr under ``run_dir/parsl/*/submit_scripts``.
 

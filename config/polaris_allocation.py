@@ -83,7 +83,8 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         ValueError: outside a PBS job, bad worker counts, or a loopback worker address
     """
     if qc_workers < 1 or ml_workers < 1:
-        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, ml_workers={ml_workers}')
+        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, '
+                         f'ml_workers={ml_workers}')
     if ML_GPUS and ml_workers > ML_GPUS:
         raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} (one GPU each)')
     qc_nodes, ml_nodes = allocation()

@@ -88,7 +88,8 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         ValueError: outside a Slurm allocation, bad worker counts, or a loopback worker address
     """
     if qc_workers < 1 or ml_workers < 1:
-        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, ml_workers={ml_workers}')
+        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, '
+                         f'ml_workers={ml_workers}')
     qc_nodes, ml_nodes = allocation()
     cores = cores_per_node()
     per_node = qc_workers_per_node()

@@ -252,7 +252,8 @@ def _qc_worker_processes(run_dir: Path) -> list:
 @pytest.mark.slow
 def test_worker_killed_mid_run(tmp_path):
     """kill -9 of a QC worker: Parsl re-runs the task on a new worker and the run finishes"""
-    proc = start_campaign(tmp_path, '--initial-count', '4', '--search-size', '8', '--rl-episodes', '2', '--quiet', '--verify-qc', 'none')
+    proc = start_campaign(tmp_path, '--initial-count', '4', '--search-size', '8', '--rl-episodes', '2', '--quiet',
+                          '--verify-qc', 'none')
     try:
         run_dir = wait_for_steered(tmp_path, 1)
         workers = _qc_worker_processes(run_dir)
@@ -317,7 +318,7 @@ def test_bad_initial_smiles_reported_with_line_numbers(tmp_path):
     smiles_file.write_text('CCO\nCCCl\nnot_a_smiles\nCCCCCCCCCC\n[NH4+]\nC.O\nCC\n')
     proc = run_campaign(tmp_path, '--initial-smiles', str(smiles_file), timeout=60)
     assert proc.returncode == 2
-    line = [l for l in proc.stderr.splitlines() if 'error' in l]
+    line = [text for text in proc.stderr.splitlines() if 'error' in text]
     assert len(line) == 1
     for expected in ('5 invalid line(s)', 'line 2', 'Cl is not an allowed element', 'line 3', 'line 4',
                      'heavy atoms', 'line 5', 'Charged', 'line 6', 'fragments', '--skip-invalid'):

@@ -122,7 +122,8 @@ def test_bundles_give_one_record_per_molecule(tmp_path):
     assert sorted(len(rs) for rs in by_task.values()) == [1, 3]  # 3 + 1 molecules
     for rs in by_task.values():
         assert all(r['success'] for r in rs)
-        assert {r['method'] for r in rs} == {'compute_atomization_energies' if len(rs) > 1 else 'compute_atomization_energy'}
+        bundle = 'compute_atomization_energies' if len(rs) > 1 else 'compute_atomization_energy'
+        assert {r['method'] for r in rs} == {bundle}
 
 
 def test_a_late_result_is_written(tmp_path):

@@ -112,7 +112,8 @@ class GeneratorAgent:
         training = self.db.training_set()
         candidates = self.pool.to_screen()
         slots = self.params.qc_workers + self.params.qc_prefetch
-        options = {'expand': expand, 'failures': self.db.failures(), 'verified': self.db.verified_deltas() if self.params.verify_learn else [],
+        options = {'expand': expand, 'failures': self.db.failures(),
+                   'verified': self.db.verified_deltas() if self.params.verify_learn else [],
                    'check_top': min(MAX_CHECKS, max(MIN_CHECKS, 2 * slots)),
                    'checked': self.pool.embeddable(candidates)}
         task_id = self.queues.send_inputs(training, candidates, self.params.objective, input_kwargs=options,
