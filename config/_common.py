@@ -195,6 +195,20 @@ def pending_jobs(job_ids: Sequence[str], squeue: str = 'squeue') -> List[Tuple[s
     return pending
 
 
+def gpus_per_ml_job(ml_workers: int, gpus_per_node: int, source: str) -> int:
+    """GPUs an ML job asks for: one per ML worker, none if the node's GPUs (the config's ``ML_GPUS``) are 0
+
+    Raises:
+        ValueError: more ML workers than GPUs on an ML node
+    """
+    if not gpus_per_node:
+        return 0
+    if ml_workers > gpus_per_node:
+        raise ValueError(f'{source}: {ml_workers} ML workers but ML_GPUS={gpus_per_node} GPUs on an ML node '
+                         f'(one GPU per ML worker)')
+    return ml_workers
+
+
 def slurm_diagnosis(run_dir: Path, job_ids: Sequence[str]) -> List[str]:
     """Why a Slurm configuration's workers have not started: pending jobs with Slurm's reason, job failure lines
 

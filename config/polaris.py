@@ -77,20 +77,6 @@ def default_qc_workers() -> int:
     return NODES * qc_workers_per_node()
 
 
-def ml_gpus(ml_workers: int) -> int:
-    """GPUs the ML job asks for: one per ML worker, none if ``ML_GPUS`` is 0
-
-    Raises:
-        ValueError: more ML workers than GPUs on the node
-    """
-    if not ML_GPUS:
-        return 0
-    if ml_workers > ML_GPUS:
-        raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} GPUs on the ML node '
-                         f'(one GPU per ML worker)')
-    return ml_workers
-
-
 def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
     """Build the Parsl configuration (submits nothing)
 
@@ -111,7 +97,7 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         logger.info(f'{qc_workers} QC tasks in flight for {default_qc_workers()} QC workers '
                     f'({NODES} node(s) x {qc_workers_per_node()})')
     address = worker_address(__file__, ADDRESS, INTERFACE, interface_required=False)
-    gpus = ml_gpus(ml_workers)
+    gpus = _common.gpus_per_ml_job(ml_workers, ML_GPUS, __file__)
     heartbeat = dict(heartbeat_period=HEARTBEAT_PERIOD, heartbeat_threshold=4 * HEARTBEAT_PERIOD)
     scheduler_options = f'#PBS -l filesystems={FILESYSTEMS}\n#PBS -l place=scatter'
     per_node = qc_workers_per_node()

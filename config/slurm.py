@@ -80,20 +80,6 @@ def default_qc_workers() -> int:
     return NODES * qc_workers_per_node()
 
 
-def ml_gpus(ml_workers: int) -> int:
-    """GPUs the ML job asks for: one per ML worker, none if ``ML_GPUS`` is 0
-
-    Raises:
-        ValueError: more ML workers than GPUs on a node
-    """
-    if not ML_GPUS:
-        return 0
-    if ml_workers > ML_GPUS:
-        raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} GPUs on an ML node '
-                         f'(one GPU per ML worker)')
-    return ml_workers
-
-
 def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
     """Build the Parsl configuration (submits nothing)
 
@@ -115,7 +101,7 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
                     f'({NODES} node(s) x {qc_workers_per_node()})')
     address = worker_address(__file__, ADDRESS, INTERFACE)
     per_node = qc_workers_per_node()
-    gpus = ml_gpus(ml_workers)
+    gpus = _common.gpus_per_ml_job(ml_workers, ML_GPUS, __file__)
     ml_threads = max(1, CORES_PER_NODE // ml_workers)
     common = dict(account=ACCOUNT, qos=QOS, walltime=WALLTIME, cores_per_node=CORES_PER_NODE,
                   mem_per_node=MEM_PER_NODE_GB, scheduler_options=SCHEDULER_OPTIONS, exclusive=EXCLUSIVE,
