@@ -70,6 +70,23 @@ def test_recency_screens_only_new_candidates():
     assert pool.to_screen() == {'C': 'moldqn'}
 
 
+def test_a_screening_ranks_every_candidate_it_was_given():
+    """Candidates dropped by a screening (unembeddable, unpredictable, computed meanwhile) are not left unranked
+
+    The batch baseline waits for ``has_unranked`` to clear before calling MolDQN again: a candidate left unranked
+    would keep the generator screening forever (found by bench/utilization.py --quick).
+    """
+    for policy in ('recency', 'rerank'):
+        pool = CandidatePool(policy=policy)
+        pool.add(['A', 'B', 'C', 'D'], 'moldqn')
+        pool.mark_taken(['D'])  # Computed while the screening ran
+        result = ranking([('A', -9.), ('B', float('nan')), ('C', -2.), ('D', -5.)])
+        result.infeasible, result.feasible = ['A'], ['C']
+        assert [c.smiles for c in pool.apply_ranking(result)] == ['C']
+        assert not pool.has_unranked
+        assert set(pool.to_screen()) == (set() if policy == 'recency' else {'B', 'C'})  # rerank: the whole pool
+
+
 def test_sources_take_turns_best_first_within_each():
     pool = CandidatePool(policy='rerank')
     pairs = [('M1', 3.), ('M2', 1.), ('M3', 2.), ('N1', 40.), ('N2', 10.), ('N3', 30.), ('N4', 20.)]

@@ -193,13 +193,16 @@ class CandidatePool:
             self._embeddable.update(ranking.feasible)
             self.infeasible.update(ranking.infeasible)
             self._taken.update(ranking.infeasible)
+            for smiles in ranking.infeasible:
+                self._pool.pop(smiles, None)
+            for smiles in ranking.smiles:  # Ranked, even those dropped below (else the baseline screens forever)
+                self._unranked.pop(smiles, None)
             batch = self.next_batch
             if ranking.smiles:
                 self.next_batch += 1
             live = [i for i, s in enumerate(ranking.smiles) if s not in self._taken and np.isfinite(scores[i])]
             for i in live:
                 self._pool.setdefault(ranking.smiles[i], ranking.sources[i])
-                self._unranked.pop(ranking.smiles[i], None)
             order = _alternate([ranking.sources[i] for i in live], scores[live])
             chosen = [live[j] for j in order]
             if self.policy == 'recency':
