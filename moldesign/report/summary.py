@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from moldesign.report.data import qc_utilization
+from moldesign.report.panel import objective_unit
 from moldesign.report.report import top_molecules, write_report
 from moldesign.store import SUMMARY, dump_json, load_run
 
@@ -29,7 +30,8 @@ def write_summary(run_dir: Path, thinker: Any, params: Any, wall_time: float, in
         interrupted: Name of the signal that stopped it, if any
         errors: Errors that ended it, one line each
     Returns:
-        The summary, with the best molecules (``top``)
+        The summary, with the best molecules (``top``) and the best verified one (``best_verified``, with
+        verification only: SMILES, objective at the verification level, its QC specification)
     """
     run = load_run(run_dir)
     utilization = qc_utilization([r for r in run.simulation if r.get('smiles')], params.qc_workers)
@@ -42,6 +44,9 @@ def write_summary(run_dir: Path, thinker: Any, params: Any, wall_time: float, in
         'complete': db.n_steered >= params.search_size and not errors and not interrupted,
         'interrupted': interrupted, 'errors': errors, 'lost_in_flight': thinker.lost_in_flight,
     }
+    verified = db.best_verified()
+    if verified is not None:
+        summary['best_verified'] = {'smiles': verified[1], 'objective': verified[0], 'qc_spec': params.verify_qc}
     summary['top'] = top_molecules(run, n=10)
     dump_json(summary, Path(run_dir) / SUMMARY)
     return summary
@@ -107,6 +112,10 @@ def print_summary(run_dir: Path, summary: Dict[str, Any], report: Optional[Path]
     failed = f' ({summary["failed"]} failed)' if summary.get('failed') else ''
     print(f'\nBest molecules by {what} (kcal/mol) after {summary["evaluated_total"]} QC evaluations{failed}:')
     print(format_console_table(summary['top'], objective))
+    verified = summary.get('best_verified')
+    if verified:
+        print(f'Best verified with {verified["qc_spec"]} ({summary["verified"]} molecules verified): '
+              f'{verified["smiles"]} {verified["objective"]:.1f} {objective_unit(objective)}')
     utilization = summary.get('qc_utilization')
     util_text = f'{utilization:.3f}' if utilization is not None else 'n/a'
     print(f'QC worker utilization (steered phase): {util_text}; wall time {summary["wall_time"]:.1f} s')
