@@ -5,9 +5,10 @@
 - The console gets the application's warnings and errors, one line each (tracebacks only with ``debug``), and
   other packages' critical lines; off a terminal also the application's INFO lines (the periodic progress lines
   among them). On a terminal the live panel (:mod:`moldesign.report.progress`) replaces those.
-- Processes forked inside :func:`children_off_console` (the task server, on a terminal) write their log lines
-  and Python's own error output (an uncaught exception's traceback) to ``runtime.log``: nothing but this process
-  writes between the lines of the live panel, and the main process reports their failures in one line.
+- Processes forked inside :func:`children_off_console` (the task server, unless ``debug`` off a terminal) write
+  their log lines and Python's own error output (an uncaught exception's traceback) to ``runtime.log``: nothing
+  but this process writes between the lines of the live panel, and the main process reports their failures in
+  one line.
 """
 from __future__ import annotations
 

@@ -281,7 +281,9 @@ class Campaign:
         main_thread = threading.current_thread() is threading.main_thread()
         previous = {s: signal.signal(s, _on_signal) for s in SIGNALS} if main_thread else {}
         start = time.monotonic()
-        if progress.is_terminal:  # The task server's own lines and tracebacks must not cut through the panel
+        if progress.is_terminal or not self.options.debug:
+            # The task server's own lines and tracebacks go to runtime.log: they would cut through the panel, and
+            # this process reports the server's failures in one line
             from moldesign.report.console import children_off_console
             with children_off_console(self.run_dir):
                 server.start()
