@@ -171,18 +171,27 @@ class Campaign:
         from moldesign.report.progress import ProgressReporter
         from moldesign.steer.server import check_path_for_parsl, stop_task_server
 
-        progress = ProgressReporter(enabled=not self.options.quiet)
+        progress = ProgressReporter(enabled=not self.options.quiet, title=f'moldesign  {self.run_dir.name}')
         teardown = setup_logging(self.run_dir, terminal=progress.is_terminal, quiet=self.options.quiet,
                                  debug=self.options.debug)
         try:
             logger.info(f'Run directory: {self.run_dir}' + (' (restart)' if self.previous else ''))
+            if progress.is_terminal and progress.enabled:  # Off a terminal the log line above says it
+                print(f'Run directory: {self.run_dir}' + (' (restart)' if self.previous else ''), flush=True)
             self._write_description()
             check_path_for_parsl()
             server, queues = self._assemble(progress)
             self._supervise(server, progress)
+            progress.set_phase('finishing')
             stop_task_server(server, queues, timeout=30, on_result=self.thinker.record_late_result)
-            return self._finish()
+            return self._finish(progress)
+        except KeyboardInterrupt:  # Ctrl-C outside the supervised part (assembly, shutdown, report)
+            progress.stop('interrupted')
+            print(f'Interrupted. Completed results are in {self.run_dir}; continue with: python run.py --restart '
+                  f'{self.run_dir}', file=sys.stderr)
+            return EXIT_INTERRUPTED
         finally:
+            progress.stop('failed')  # Still on screen only if something went wrong: draw it once more, in full
             self.store.close()
             teardown()
 
@@ -257,9 +266,12 @@ class Campaign:
                 logger.warning(f'{self.interrupted} received: stopping after the QC tasks in flight (up to '
                                f'{self.options.shutdown_timeout:.0f} s); press Ctrl-C again to exit at once')
                 thinker.request_stop()
+                progress.set_phase('stopping')
                 return
+            progress.stop('interrupted')  # Drawn once more in full, the cursor shown again, stderr restored
             sys.stderr.write(f'Exiting at once. Completed results are in {self.run_dir}; continue with: '
                              f'python run.py --restart {self.run_dir}\n')
+            sys.stderr.flush()
             self.store.close()  # Waits for a record being written, so no line is cut
             from moldesign.steer.server import kill_process_tree
             if server.pid is not None:
@@ -272,7 +284,14 @@ class Campaign:
         main_thread = threading.current_thread() is threading.main_thread()
         previous = {s: signal.signal(s, _on_signal) for s in SIGNALS} if main_thread else {}
         start = time.monotonic()
-        server.start()
+        if progress.is_terminal or not self.options.debug:
+            # The task server's own lines and tracebacks go to runtime.log: they would cut through the panel, and
+            # this process reports the server's failures in one line
+            from moldesign.report.console import children_off_console
+            with children_off_console(self.run_dir):
+                server.start()
+        else:
+            server.start()
         progress.start()
         try:
             thinker.start()
@@ -283,30 +302,33 @@ class Campaign:
                     thinker.abort(f'the task server exited unexpectedly (exit code {server.exitcode}); '
                                   f'see {self.run_dir / files.RUNTIME_LOG} and {self.run_dir / files.PARSL_DIR}')
         finally:
-            progress.stop()
             self.wall_time = time.monotonic() - start
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
-    def _finish(self) -> int:
-        """Write summary.json and the report, print the best molecules, choose the exit code"""
-        from moldesign.report.summary import print_summary, write_summary
+    def _finish(self, progress) -> int:
+        """Write summary.json and the report, end the progress panel, print the best molecules, choose the exit
+        code"""
+        from moldesign.report.summary import print_summary, write_report_safely, write_summary
         from moldesign.steer.thinker import WorkersFailed
         thinker = self.thinker
         errors = [f'{type(e).__name__}: {e}' for e in thinker.errors]
         summary = write_summary(self.run_dir, thinker, self.params, self.wall_time, self.interrupted, errors)
         failed_start = [e for e in thinker.errors if isinstance(e, WorkersFailed)]
+        interrupted = self.interrupted or not summary['complete']
+        report = write_report_safely(self.run_dir) if self.options.report and not failed_start else None
+        progress.stop('failed' if errors else 'interrupted' if interrupted else 'complete')
         if failed_start:  # A configuration problem: one line, no restart advice (a restart would fail the same way)
             print(f'run.py: error: {failed_start[0]}; fix --config {self.params.config} '
                   f'(details: {self.run_dir / files.RUNTIME_LOG})', file=sys.stderr)
             return EXIT_ERROR
-        print_summary(self.run_dir, summary, report=self.options.report)
+        print_summary(self.run_dir, summary, report)
         if errors:
             for message in errors:
                 logger.error(f'Run ended with an error: {message}')
             print(f'Continue with: python run.py --restart {self.run_dir}', file=sys.stderr)
             return EXIT_ERROR
-        if self.interrupted or not summary['complete']:
+        if interrupted:
             print(f'Interrupted ({self.interrupted or "stopped"}). Continue with: python run.py --restart '
                   f'{self.run_dir}', file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -396,19 +396,27 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
 
     # ------------------------------------------------------------------ progress
     def progress_state(self, phase: Optional[str] = None) -> ProgressState:
-        """Counts for the progress display (cheap: no pass over the records)"""
+        """Counts for the progress display (cheap: no pass over the records)
+
+        Args:
+            phase: The phase (default: 'stopping' after a stop request, else 'initial' until the initial population
+                is computed, 'verify' while the best are verified after the search, else 'steered')
+        """
         best = self.db.best(1)
+        db, params = self.db, self.params
+        verify_left = self.pool.depth('verify') + self.verify_in_flight if self._verifying() else 0
         if phase is None:
             phase = 'stopping' if self.stop_requested.is_set() else \
-                'initial' if self.db.n_initial < len(self.initial_smiles) and not self.db.n_steered else 'steered'
-        totals = {'reference': (sum(len(v) for v in self.references.values()),
-                                len(ELEMENTS) * (1 + (self.verify_spec is not None and self.params.verify_top > 0))),
-                  'initial': (self.db.n_initial, len(self.initial_smiles))}
-        done, total = totals.get(phase, (self.db.n_steered, self.params.search_size))
-        verified = self.db.best_verified() or (None, None)
-        return ProgressState(phase=phase, done=done, total=total, evaluated=self.db.n_steered,
-                             target=self.params.search_size, failed=self.db.n_failed, in_flight=len(self.in_flight),
+                'initial' if db.n_initial < params.initial_count and not db.n_steered else \
+                'verify' if db.n_steered >= params.search_size and verify_left else 'steered'
+        totals = {'reference': (len(self.references.get(self.qc_spec.name, {})), len(ELEMENTS)),
+                  'initial': (db.n_initial, params.initial_count),
+                  'verify': (db.n_verified, db.n_verified + verify_left)}
+        done, total = totals.get(phase, (db.n_steered, params.search_size))
+        verified = db.best_verified() or (None, None)
+        return ProgressState(phase=phase, done=done, total=total, evaluated=db.n_steered,
+                             target=params.search_size, failed=db.n_failed, in_flight=len(self.in_flight),
                              queue_depth=self.pool.depth('steered'), batches=self.batches_done,
                              best_smiles=best[0][1] if best else None, best_value=best[0][0] if best else None,
-                             utilization=self.db.utilization(), objective=self.params.objective,
+                             utilization=db.utilization(), objective=params.objective,
                              verified_smiles=verified[1], verified_value=verified[0])
