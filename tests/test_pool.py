@@ -191,3 +191,13 @@ def test_screening_checks_the_best_candidates_for_a_3d_embedding():
                              'atomization_energy', check_top=3, checked=['CCCCCC'])
     assert result.infeasible == [cage]
     assert result.feasible == ['CCCCC']  # CCCCCC was checked before
+
+
+def test_bredt_violations_are_infeasible_without_an_embedding_attempt():
+    training = [('CCO', -800.), ('CCC', -950.), ('CC', -700.), ('CCCC', -1200.)]
+    bridgehead_alkene = 'CCC1=C2CCC1(CC)C2'  # Predicted best (most carbons), and breaks Bredt's rule
+    result = rank_candidates(training, {bridgehead_alkene: 'neighbours', 'CCCCC': 'moldqn', 'CCCCCC': 'moldqn'},
+                             'atomization_energy', check_top=1)
+    assert result.mean[0] == result.mean.min()
+    assert result.infeasible == [bridgehead_alkene]
+    assert result.feasible == ['CCCCCC']  # The one embedding attempt went to the next best

@@ -13,6 +13,7 @@ from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tup
 
 import numpy as np
 
+from moldesign.chem import violates_bredt
 from moldesign.sample import neighbourhood
 from moldesign.score import compute_score, train_steering_model
 from moldesign.simulate.embed import can_embed
@@ -41,7 +42,7 @@ class Ranking:
     feasible: List[str] = field(default_factory=list)
     """Candidates checked here that RDKit embeds in 3D"""
     infeasible: List[str] = field(default_factory=list)
-    """Candidates checked here that RDKit cannot embed: never to be computed"""
+    """Candidates checked here that RDKit cannot embed or that break Bredt's rule: never to be computed"""
     timings: Dict[str, float] = field(default_factory=dict)
     """Seconds spent fitting, expanding, predicting and checking"""
 
@@ -60,7 +61,9 @@ def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[s
         failures: Molecules whose QC failed (the model learns which candidates are likely to fail)
         verified: (SMILES, verified minus search total atomization energy) of the molecules verified at a higher
             level (the model is corrected toward that level)
-        check_top: Try an RDKit embedding of this many of the best-predicted candidates (those not in ``checked``)
+        check_top: Try an RDKit embedding of this many of the best-predicted candidates (those not in ``checked``);
+            candidates met on the way that break Bredt's rule (:func:`~moldesign.chem.violates_bredt`) are
+            infeasible without an embedding attempt
         checked: Candidates already found embeddable
     Returns:
         The ranking (candidates and new neighbours, predicted)
@@ -85,14 +88,19 @@ def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[s
     timings['predict'] = time.perf_counter() - start
 
     start = time.perf_counter()
-    feasible, infeasible = [], []
+    feasible, infeasible, embedded = [], [], 0
     if check_top:
         known = set(checked)
         for i in np.argsort(mean, kind='stable'):
-            if len(feasible) + len(infeasible) >= check_top:
+            if embedded >= check_top:
                 break
-            if smiles[i] not in known:
-                (feasible if can_embed(smiles[i]) else infeasible).append(smiles[i])
+            if smiles[i] in known:
+                continue
+            if violates_bredt(smiles[i]):  # Milliseconds: does not count as a check
+                infeasible.append(smiles[i])
+                continue
+            embedded += 1
+            (feasible if can_embed(smiles[i]) else infeasible).append(smiles[i])
     timings['check'] = time.perf_counter() - start
     logger.info(f'Ranked {len(smiles)} candidates ({len(smiles) - len(candidates)} new neighbours) with a model '
                 f'fit on {len(training)} molecules; {len(infeasible)} of {len(feasible) + len(infeasible)} checked '
