@@ -1,7 +1,7 @@
 """Tests of the search-space rules and the molecule key (moldesign.chem)"""
 import pytest
 
-from moldesign.chem import (MAX_HEAVY_ATOMS, InvalidMoleculeError, canonicalize, check_mol, count_atoms,
+from moldesign.chem import (InvalidMoleculeError, canonicalize, check_mol, count_atoms, violates_bredt,
                             count_elements, is_valid, parse_smiles, validate_smiles)
 
 
@@ -44,8 +44,9 @@ def test_invalid_molecules(smiles, words):
 
 
 def test_nine_heavy_atoms_is_the_cap():
-    assert MAX_HEAVY_ATOMS == 9
     assert validate_smiles('CCCCCCCCC') == 'CCCCCCCCC'
+    with pytest.raises(InvalidMoleculeError, match='10 heavy atoms is more than the cap of 9'):
+        validate_smiles('CCCCCCCCCC')
     assert validate_smiles('CCCCCCCCCC', max_heavy_atoms=10) == 'CCCCCCCCCC'
 
 
@@ -61,3 +62,17 @@ def test_counts_include_hydrogens():
     assert count_elements('FC(F)F') == {'C': 1, 'F': 3, 'H': 1}
     assert count_atoms('CCO') == 9
     assert count_atoms('C#N') == 3
+
+
+@pytest.mark.parametrize('smiles, violates', [
+    ('c1c2nc3n1nc2CC3', True),  # Aromatic bridgeheads (failed GFN2-xTB relaxations in a per-atom search)
+    ('O=C1Cc2cnn1c2', True),
+    ('C1=C2CCC1C2', True),  # Bicyclo[2.1.1]hex-1-ene: a double bond at the bridgehead
+    ('C1=CC2CCC1C2', False),  # Norbornene: the double bond is not at a bridgehead
+    ('C1CC2CCC1C2', False),  # Norbornane
+    ('c1ccc2ccccc2c1', False),  # Naphthalene: fused, not bridged
+    ('C1=CC2=CC=CC2=C1', False),  # Fused with double bonds at the fusion atoms
+    ('CCO', False),
+])
+def test_bredt_rule(smiles, violates):
+    assert violates_bredt(smiles) is violates

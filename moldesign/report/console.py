@@ -7,14 +7,19 @@
 - The console gets the application's warnings and errors, one line each (tracebacks only with ``debug``), and
   other packages' critical lines; off a terminal also the application's INFO lines (the periodic progress lines
   among them). On a terminal the live panel (:mod:`moldesign.report.progress`) replaces those.
+- Processes forked inside :func:`children_off_console` (the task server, unless ``debug`` off a terminal) write
+  their log lines and Python's own error output (an uncaught exception's traceback) to ``runtime.log``: nothing
+  but this process writes between the lines of the live panel, and the main process reports their failures in
+  one line.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +138,27 @@ def setup_logging(run_dir: Path, terminal: bool, quiet: bool, debug: bool = Fals
             named.setLevel(level)
 
     return teardown
+
+
+@contextlib.contextmanager
+def children_off_console(run_dir: Path) -> Iterator[None]:
+    """Processes forked inside this block log to ``runtime.log`` only (not to the console handlers of the root
+    logger) and write ``sys.stderr`` (tracebacks, warnings) to ``runtime.log`` too; this process is unchanged
+    after the block
+
+    Args:
+        run_dir: Run directory (``runtime.log`` is appended to)
+    """
+    root = logging.getLogger()
+    consoles = [h for h in root.handlers if type(h) is logging.StreamHandler]  # File handlers are a subclass
+    saved_stderr = sys.stderr
+    with open(Path(run_dir) / 'runtime.log', 'a', buffering=1) as log:
+        for handler in consoles:
+            root.removeHandler(handler)
+        sys.stderr = log
+        try:
+            yield
+        finally:
+            sys.stderr = saved_stderr
+            for handler in consoles:
+                root.addHandler(handler)

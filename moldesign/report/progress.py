@@ -1,9 +1,11 @@
-"""Live progress of a campaign: a ``rich`` display on a terminal, periodic log lines otherwise.
+"""Live progress of a campaign: a ``rich`` panel on a terminal, periodic log lines otherwise.
 
 The thinker builds a :class:`ProgressState` whenever something changes and hands it to
-:meth:`ProgressReporter.update`, from any thread. On a terminal, a ``rich`` Live panel shows the
-latest state; log records of the root logger's console handlers are routed through the same
-``rich`` console while it is live, so they print above the panel instead of garbling it.
+:meth:`ProgressReporter.update`, from any thread. On a terminal, a ``rich`` Live panel
+(:mod:`moldesign.report.panel`) shows what the campaign is doing, a progress bar, the time left and the best
+molecules; log records of the root logger's console handlers are routed through the same ``rich`` console while
+it is live, so they print above the panel instead of garbling it. The campaign ends the panel with its outcome
+(:meth:`ProgressReporter.stop`), drawn once more in full before anything else is printed.
 Elsewhere (a pipe, a file, CI), one INFO line of logger ``moldesign.report.progress`` is written at
 most every ``interval`` seconds, plus one when the reporter stops.
 """
@@ -14,8 +16,10 @@ import math
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, List, Optional, Tuple
+
+from moldesign.report.panel import TimeLeft, objective_unit, render_panel
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +29,10 @@ class ProgressState:
     """A snapshot of a campaign's progress"""
 
     phase: str
-    """'reference', 'initial', 'steered', 'stopping' or 'done'"""
+    """'reference', 'initial', 'steered', 'verify', 'stopping' or 'done' (the thinker); 'finishing', then
+    'complete', 'interrupted' or 'failed' (the campaign, once the thinker is done)"""
     done: int
-    """Units of the phase completed (atoms, initial molecules, steered molecules)"""
+    """Units of the phase completed (atoms, initial molecules, steered molecules, verified molecules)"""
     total: int
     """Units of the phase"""
     evaluated: int
@@ -56,11 +61,6 @@ class ProgressState:
     """Its verified objective value"""
 
 
-def objective_unit(objective: str) -> str:
-    """Unit of an objective's values"""
-    return 'kcal/mol per atom' if objective.endswith('per_atom') else 'kcal/mol'
-
-
 def _format_utilization(value: Optional[float]) -> str:
     return 'n/a' if value is None or not math.isfinite(value) else f'{value:.2f}'
 
@@ -74,8 +74,11 @@ def format_state(state: ProgressState) -> str:
         e.g. "progress: 12/40 evaluated (1 failed), 2 in flight, queue 17, 3 batches,
         best CCO -512.3 kcal/mol, utilization 0.97, phase steered"
     """
+    unit = objective_unit(state.objective)
     best = 'none yet' if state.best_smiles is None or state.best_value is None else \
-        f'{state.best_smiles} {state.best_value:.1f} {objective_unit(state.objective)}'
+        f'{state.best_smiles} {state.best_value:.1f} {unit}'
+    if state.verified_smiles is not None and state.verified_value is not None:
+        best += f' (best verified {state.verified_smiles} {state.verified_value:.1f} {unit})'
     util = _format_utilization(state.utilization)
     return (f'progress: {state.evaluated}/{state.target} evaluated ({state.failed} failed), '
             f'{state.in_flight} in flight, queue {state.queue_depth}, {state.batches} batches, '
@@ -89,23 +92,34 @@ class ProgressReporter:
         enabled: False makes every method a no-op (for --quiet)
         stream: Where the live display goes, and whose ``isatty()`` picks the mode (default: sys.stderr)
         interval: Shortest time between two log lines in non-terminal mode (seconds)
+        title: Title of the live panel (e.g. the run directory's name)
     """
 
-    def __init__(self, enabled: bool = True, stream: Optional[IO[str]] = None, interval: float = 10.0):
+    def __init__(self, enabled: bool = True, stream: Optional[IO[str]] = None, interval: float = 10.0,
+                 title: str = 'moldesign'):
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
-        self._lock = threading.Lock()
+        self.title = title
+        self._lock = threading.RLock()  # A signal handler may set the phase while this thread holds it
         self._state: Optional[ProgressState] = None
         self._last_log: Optional[float] = None
         self._live = None
         self._console = None
         self._swapped: List[Tuple[logging.Handler, logging.Handler]] = []
         self._started = False
+        self._start_time = time.monotonic()
+        self._time_left = TimeLeft()
+        self._render_failed = False
         try:
             self.is_terminal = bool(self.stream.isatty())
         except (AttributeError, ValueError):
             self.is_terminal = False
+
+    @property
+    def live(self) -> bool:
+        """Whether the live panel is on screen"""
+        return self._live is not None
 
     # Context manager
     def __enter__(self) -> 'ProgressReporter':
@@ -120,6 +134,7 @@ class ProgressReporter:
         if not self.enabled or self._started:
             return
         self._started = True
+        self._start_time = time.monotonic()
         if self.is_terminal:
             self._start_live()
 
@@ -132,21 +147,39 @@ class ProgressReporter:
         if not self.enabled:
             return
         line = None
+        now = time.monotonic()
         with self._lock:
             self._state = state
+            self._time_left.observe(now, state)
             if not self.is_terminal:
-                now = time.monotonic()
                 if self._last_log is None or now - self._last_log >= self.interval:
                     self._last_log = now
                     line = format_state(state)
         if line is not None:
             logger.info(line)
 
-    def stop(self) -> None:
-        """Stop showing progress: a last log line (non-terminal), or a last refresh of the live display"""
-        if not self.enabled:
+    def set_phase(self, phase: str) -> None:
+        """Keep the latest counts, say that the campaign is in another phase (e.g. 'finishing')
+
+        Args:
+            phase: The phase (see :attr:`ProgressState.phase`)
+        """
+        with self._lock:
+            state = self._state
+        if state is not None and self.enabled:
+            self.update(replace(state, phase=phase))
+
+    def stop(self, outcome: Optional[str] = None) -> None:
+        """Stop showing progress: a last log line (non-terminal), or the live panel drawn once more in full
+
+        Args:
+            outcome: How the campaign ended ('complete', 'interrupted', 'failed'), shown as its last phase
+        """
+        if not self.enabled or not self._started:
             return
         with self._lock:
+            if outcome is not None and self._state is not None:
+                self._state = replace(self._state, phase=outcome)
             state, live = self._state, self._live
             self._live = None
             self._started = False
@@ -178,31 +211,21 @@ class ProgressReporter:
         return self._render(state)
 
     def _render(self, state: Optional[ProgressState]):
-        from rich.table import Table
-
-        table = Table(title='moldesign progress', show_header=False, box=None, title_justify='left')
-        table.add_column(style='bold')
-        table.add_column()
-        if state is None:
-            table.add_row('status', 'starting...')
-            return table
-        done = f'{state.evaluated}/{state.target}'
-        if state.target:
-            done += f' ({100 * state.evaluated / state.target:.0f}%)'
-        table.add_row('phase', state.phase)
-        table.add_row('evaluated', f'{done}, {state.failed} failed')
-        best = 'none yet' if state.best_smiles is None or state.best_value is None else \
-            f'{state.best_smiles}  {state.best_value:.1f} {objective_unit(state.objective)}'
-        table.add_row(f'best ({state.objective})', best)
-        table.add_row('QC in flight', str(state.in_flight))
-        table.add_row('queue depth', str(state.queue_depth))
-        table.add_row('generator batches', str(state.batches))
-        table.add_row('QC utilization', _format_utilization(state.utilization))
-        return table
+        """The panel (a rendering problem must not end the run: it is logged once, and the panel says less)"""
+        now = time.monotonic()
+        try:
+            return render_panel(state, self.title, now - self._start_time, self._time_left.seconds(now, state))
+        except Exception as exc:
+            if not self._render_failed:
+                self._render_failed = True
+                logger.warning(f'Cannot draw the progress panel: {type(exc).__name__}: {exc}', exc_info=True)
+            from rich.text import Text
+            return Text(format_state(state) if state is not None else 'starting')
 
     def _swap_handlers(self) -> None:
         """Route the root logger's console handlers through the live console, so logs print above it"""
         from rich.logging import RichHandler
+        from moldesign.report.console import OneLineFormatter
 
         root = logging.getLogger()
         for handler in list(root.handlers):
@@ -213,8 +236,12 @@ class ProgressReporter:
             except (AttributeError, ValueError):
                 on_terminal = False
             if on_terminal:  # Handlers writing to files or pipes are left alone
-                replacement = RichHandler(console=self._console, show_path=False, level=handler.level)
-                replacement.setFormatter(logging.Formatter('%(name)s: %(message)s'))
+                replacement = RichHandler(console=self._console, show_path=False, level=handler.level,
+                                          log_time_format='%H:%M:%S')
+                # Tracebacks stay off the console unless the handler showed them (--debug)
+                one_line = isinstance(handler.formatter, OneLineFormatter)
+                replacement.setFormatter(OneLineFormatter('%(message)s') if one_line
+                                         else logging.Formatter('%(name)s: %(message)s'))
                 for log_filter in handler.filters:  # What the console shows stays the same
                     replacement.addFilter(log_filter)
                 root.removeHandler(handler)

@@ -81,6 +81,7 @@ class Campaign:
         self.thinker = None
         self.signals: Optional[StopSignals] = None
         self._server = None
+        self._progress = None
         self.interrupted: Optional[str] = None
         self.wall_time = 0.
 
@@ -188,16 +189,20 @@ class Campaign:
         from moldesign.report.progress import ProgressReporter
         from moldesign.steer.server import check_path_for_parsl, mark_run_processes, stop_task_server
 
-        self.signals = StopSignals(self.run_dir, self.options.shutdown_timeout, self._request_stop, self._exit_now)
+        self.signals = StopSignals(self.run_dir, self.options.shutdown_timeout, self._request_stop, self._exit_now,
+                                   before_exit=self._stop_progress)
         self.signals.install()  # From here on a signal never ends in a traceback
         try:
-            progress = ProgressReporter(enabled=not self.options.quiet)
+            progress = self._progress = ProgressReporter(enabled=not self.options.quiet,
+                                                         title=f'moldesign  {self.run_dir.name}')
             teardown = setup_logging(self.run_dir, terminal=progress.is_terminal, quiet=self.options.quiet,
                                      debug=self.options.debug, on_log_failure=self._log_failed)
             self.store.on_disk_full = self._disk_full_detected
             try:
                 with mark_run_processes(self.run_dir):
                     logger.info(f'Run directory: {self.run_dir}' + (' (restart)' if self.previous else ''))
+                    if progress.is_terminal and progress.enabled:  # Off a terminal the log line above says it
+                        print(f'Run directory: {self.run_dir}' + (' (restart)' if self.previous else ''), flush=True)
                     for note in self.notes:
                         logger.warning(note)
                     self._write_description()
@@ -205,23 +210,27 @@ class Campaign:
                     server, queues = self._assemble(progress)
                     self._supervise(server, progress)
                     self.signals.phase = 'finishing'
+                    progress.set_phase('finishing')
                     stop_task_server(server, queues, timeout=30, on_result=self._late_result)
                     self._stop_leftovers()
                 self.interrupted = self.signals.interrupted
                 if self.store.disk_full:
-                    return self._disk_full()
-                return self._finish()
+                    return self._disk_full(progress)
+                return self._finish(progress)
             except SetupInterrupted as exc:
                 self.signals.phase = 'finishing'
+                progress.stop('interrupted')
                 print(f'Interrupted ({exc}) before any task started. Continue with: python run.py --restart '
                       f'{self.run_dir}', file=sys.stderr)
                 return EXIT_INTERRUPTED
             except DiskFullError as exc:
                 self.signals.phase = 'finishing'
+                progress.stop('failed')
                 print(f'run.py: error: {exc}. Free some space, then continue with: python run.py --restart '
                       f'{self.run_dir}', file=sys.stderr)
                 return EXIT_ERROR
             finally:
+                progress.stop('failed')  # Still on screen only if something went wrong: draw it once more, in full
                 self.store.close()
                 teardown()
         finally:
@@ -230,6 +239,13 @@ class Campaign:
     def _request_stop(self) -> None:
         if self.thinker is not None:
             self.thinker.request_stop()
+        if self._progress is not None:
+            self._progress.set_phase('stopping')
+
+    def _stop_progress(self) -> None:
+        """Before exiting at once: the live panel drawn once more in full, the cursor shown, stderr restored"""
+        if self._progress is not None:
+            self._progress.stop('interrupted')
 
     def _exit_now(self) -> None:
         """Before exiting at once: no record half-written, no process of the run left"""
@@ -267,8 +283,10 @@ class Campaign:
         if not self.store.disk_full:
             self.thinker.record_late_result(result)
 
-    def _disk_full(self) -> int:
-        """The run stopped because its disk is full: say so once, and why there is no summary"""
+    def _disk_full(self, progress) -> int:
+        """The run stopped because its disk is full: end the progress panel, say so once, and why there is no
+        summary"""
+        progress.stop('failed')
         if files.SIMULATION_RECORDS not in self.store.refused:  # Otherwise the thinker said so
             logger.error(f'No space left on the device of {self.run_dir} (writing {self.store.first_full}): '
                          'stopped; every record written so far is complete')
@@ -328,43 +346,57 @@ class Campaign:
     def _supervise(self, server, progress) -> None:
         """Start the task server and the thinker; wait for the thinker, watching the task server"""
         thinker = self.thinker
+        from moldesign.steer.watch import BlockWatch
+        watch = BlockWatch(self.run_dir, self.config_module, thinker.silent_executors,
+                           after=self.options.block_pending_warning)
         start = time.monotonic()
         self._server = server
         if self.store.disk_full:  # Found while setting up (runtime.log)
             raise DiskFullError(errno.ENOSPC, f'No space left on the device of {self.run_dir}')
         self.signals.phase = 'running'
-        server.start()
+        if progress.is_terminal or not self.options.debug:
+            # The task server's own lines and tracebacks go to runtime.log: they would cut through the panel, and
+            # this process reports the server's failures in one line
+            from moldesign.report.console import children_off_console
+            with children_off_console(self.run_dir):
+                server.start()
+        else:
+            server.start()
         progress.start()
         try:
             thinker.start()
             while thinker.is_alive():
                 thinker.join(0.25)
+                watch.check()
                 if not server.is_alive() and thinker.is_alive() and not thinker.aborted.is_set():
                     thinker.abort(f'the task server exited unexpectedly (exit code {server.exitcode}); '
                                   f'see {self.run_dir / files.RUNTIME_LOG} and {self.run_dir / files.PARSL_DIR}')
         finally:
-            progress.stop()
             self.wall_time = time.monotonic() - start
 
-    def _finish(self) -> int:
-        """Write summary.json and the report, print the best molecules, choose the exit code"""
-        from moldesign.report.summary import print_summary, write_summary
+    def _finish(self, progress) -> int:
+        """Write summary.json and the report, end the progress panel, print the best molecules, choose the exit
+        code"""
+        from moldesign.report.summary import print_summary, write_report_safely, write_summary
         from moldesign.steer.thinker import WorkersFailed
         thinker = self.thinker
         errors = [f'{type(e).__name__}: {e}' for e in thinker.errors]
         summary = write_summary(self.run_dir, thinker, self.params, self.wall_time, self.interrupted, errors)
         failed_start = [e for e in thinker.errors if isinstance(e, WorkersFailed)]
+        interrupted = self.interrupted or not summary['complete']
+        report = write_report_safely(self.run_dir) if self.options.report and not failed_start else None
+        progress.stop('failed' if errors else 'interrupted' if interrupted else 'complete')
         if failed_start:  # A configuration problem: one line, no restart advice (a restart would fail the same way)
             print(f'run.py: error: {failed_start[0]}; fix --config {self.params.config} '
                   f'(details: {self.run_dir / files.RUNTIME_LOG})', file=sys.stderr)
             return EXIT_ERROR
-        print_summary(self.run_dir, summary, report=self.options.report)
+        print_summary(self.run_dir, summary, report)
         if errors:
             for message in errors:
                 logger.error(f'Run ended with an error: {message}')
             print(f'Continue with: python run.py --restart {self.run_dir}', file=sys.stderr)
             return EXIT_ERROR
-        if self.interrupted or not summary['complete']:
+        if interrupted:
             print(f'Interrupted ({self.interrupted or "stopped"}). Continue with: python run.py --restart '
                   f'{self.run_dir}', file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -156,9 +156,11 @@ class TaskServer(ParslTaskServer):
     def _divert_stderr_of_children(self) -> None:
         """Give the programs Parsl starts (the interchanges) ``parsl/interchange.stderr`` as their stderr
 
-        They inherit this process's stderr, the console: an interchange that cannot write its log (disk full)
-        would print Python's ``--- Logging error ---`` block there for each line. This process keeps writing
-        to the console through a duplicate of the descriptor.
+        They inherit this process's file descriptor 2, the console: an interchange that cannot write its log (disk
+        full) would print Python's ``--- Logging error ---`` block there for each line. This process's own
+        ``sys.stderr`` is kept: ``runtime.log`` when the campaign forked it inside
+        :func:`~moldesign.report.console.children_off_console`, else the console (through a duplicate of the
+        descriptor).
         """
         try:
             path = Path(self.config.run_dir) / 'interchange.stderr'
@@ -167,17 +169,24 @@ class TaskServer(ParslTaskServer):
         except OSError:
             target = os.open(os.devnull, os.O_WRONLY)
         try:
-            sys.stderr.flush()
-            console = open(os.dup(2), 'w', buffering=1, encoding=sys.stderr.encoding, errors='backslashreplace')
-        except (OSError, AttributeError, ValueError):  # No usable stderr: leave it as it is
-            os.close(target)
-            return
+            on_console = sys.stderr.fileno() == 2
+        except (AttributeError, ValueError, OSError):  # Not a file (e.g. replaced by a test): leave it as it is
+            on_console = False
+        console = None
+        if on_console:
+            try:
+                sys.stderr.flush()
+                console = open(os.dup(2), 'w', buffering=1, encoding=sys.stderr.encoding, errors='backslashreplace')
+            except (OSError, ValueError):  # No usable stderr: leave everything as it is
+                os.close(target)
+                return
         os.dup2(target, 2)
         os.close(target)
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
-                handler.setStream(console)
-        sys.stderr = console
+        if console is not None:
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                    handler.setStream(console)
+            sys.stderr = console
 
     def _watch_parent(self, parent: int) -> None:
         while os.getppid() == parent:

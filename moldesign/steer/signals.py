@@ -43,14 +43,16 @@ class StopSignals:
         shutdown_timeout: Seconds the thinker waits for QC tasks in flight (named in the warning)
         request_stop: Called on the first signal while running
         exit_now: Called on a second signal before the process exits (kill the task server, quiesce the store)
+        before_exit: Called on a second signal before the message is written (e.g. end a live display)
     """
 
     def __init__(self, run_dir: Path, shutdown_timeout: float, request_stop: Callable[[], None],
-                 exit_now: Callable[[], None]):
+                 exit_now: Callable[[], None], before_exit: Optional[Callable[[], None]] = None):
         self.run_dir = run_dir
         self.shutdown_timeout = shutdown_timeout
         self.request_stop = request_stop
         self.exit_now = exit_now
+        self.before_exit = before_exit
         self.phase = 'setup'
         self.interrupted: Optional[str] = None
         """Name of the first signal that stopped the run (None: not interrupted)"""
@@ -90,6 +92,11 @@ class StopSignals:
             else:
                 logger.warning(f'{name} received while the run finishes; press Ctrl-C again to exit at once')
             return
+        if self.before_exit is not None:
+            try:
+                self.before_exit()
+            except Exception:  # Exiting matters more than the display
+                logger.debug('Could not end the progress display', exc_info=True)
         sys.stderr.write(f'Exiting at once ({name}). Completed results are in {self.run_dir}; continue with: '
                          f'python run.py --restart {self.run_dir}\n')
         sys.stderr.flush()

@@ -86,12 +86,13 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         self.in_flight: Dict[str, List[Candidate]] = {}  # Colmena task id -> molecules
         self.n_steered_submitted = 0
         self.verify_in_flight = 0
-        self.busy = {'search': 0., 'verify': 0.}  # QC compute seconds by lane kind
         self.geometries: Dict[str, str] = {}  # Relaxed XYZ of the molecules queued for verification
         self.model = None  # Newest surrogate model (from the last screening)
         self.batches_done = self.reranks = self.queue_ran_dry = 0
         self._evaluations = itertools.count(1)
         self._ml_failures = {'generate_molecules': 0, 'rank_candidates': 0}
+
+        self.first_result: Dict[str, Optional[float]] = {'qc': None, 'ml': None}  # When each executor answered
 
         self.stop_requested = threading.Event()
         self.aborted = threading.Event()
@@ -100,12 +101,21 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         self.errors: List[BaseException] = []
         self.lost_in_flight: List[str] = []
 
-        for record in previous:
-            self.db.add(record)
+        search = [r for r in previous if r.get('phase') != 'verify']
+        verified = [r for r in previous if r.get('phase') == 'verify']
+        for record in search:
+            entered = self.db.add(record)
             self.n_steered_submitted += record.get('phase') == 'steered'
+            if entered and record.get('success'):
+                self.geometries[record['smiles']] = record['value']['xyz']
+        for record in verified:
+            self.db.add_verified(record['smiles'], record)
         self._evaluations = itertools.count(self.db.n_evaluations + 1)
-        verified = [r['smiles'] for r in previous if r.get('phase') == 'verify']
-        self.pool.mark_taken([r['smiles'] for r in previous if r.get('phase') != 'verify'], verified)
+        self.pool.mark_taken([r['smiles'] for r in search], [r['smiles'] for r in verified])
+        if verify_spec is not None:  # The best molecules of an earlier part of the run may still need verifying
+            for _, smiles in self.db.best(params.verify_top):
+                if self.db.entries[smiles].verified is None:
+                    self.pool.push_verify(smiles)
         self.initial_smiles = [s for s in dict.fromkeys(initial_smiles) if s not in self.db]
 
     # ------------------------------------------------------------------ control
@@ -128,8 +138,9 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
             return self.params.search_size - self.n_steered_submitted
 
     def _verifying(self) -> bool:
+        """Whether verification is on and its reference energies are known"""
         return self.verify_spec is not None and self.params.verify_top > 0 and \
-            self.verify_spec.name in self.references
+            len(self.references.get(self.verify_spec.name, {})) == len(ELEMENTS)
 
     def finished(self) -> bool:
         """Whether the campaign's work is done: budget spent (or nothing left to try), best molecules verified"""
@@ -218,6 +229,8 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
 
     def _process_results(self, results: List[Result]) -> None:
         """Write QC results to disk (one sync), then update the dictionary, the slots and the verification lane"""
+        if self.first_result['qc'] is None:
+            self.first_result['qc'] = time.monotonic()
         done, slots = [], 0
         try:
             for result in results:
@@ -284,11 +297,7 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         """Put a molecule's record into the dictionary and release its slot"""
         if record['phase'] == 'reference':
             return
-        kind = 'verify' if record['phase'] == 'verify' else 'search'
-        stamps = record['timestamp']
-        if stamps.get('compute_started') and stamps.get('compute_ended'):
-            self.busy[kind] += max(0., stamps['compute_ended'] - stamps['compute_started'])
-        if kind == 'verify':
+        if record['phase'] == 'verify':
             self.db.add_verified(record['smiles'], record)
             return
         entered = self.db.add(record)
@@ -344,13 +353,16 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         return found
 
     def _verify_allowed(self) -> bool:
+        """Verification takes at most ``verify_share`` of the QC workers while the search runs, all of them after
+
+        With one QC worker the share is no worker: a verification (minutes of DFT) would stall a search of
+        sub-second tasks, so it waits for the search to end.
+        """
         if not self._verifying() or not self.pool.depth('verify'):
             return False
         if self._budget_left() <= 0 or self.steering_done.is_set():
             return True
-        cap = max(1, int(self.params.verify_share * self.params.qc_workers))
-        spent = self.busy['verify'] + self.busy['search']
-        return self.verify_in_flight < cap and self.busy['verify'] <= self.params.verify_share * spent
+        return self.verify_in_flight < int(self.params.verify_share * self.params.qc_workers)
 
     def _submit(self, candidates: List[Candidate]) -> None:
         lane = candidates[0].lane
@@ -378,21 +390,33 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
                 'predicted': candidate.predicted, 'predicted_std': candidate.predicted_std,
                 'source': candidate.source, 'qc_spec': spec.name}
 
+    def silent_executors(self) -> Dict[str, Optional[float]]:
+        """When each executor first answered (None: not yet); ML is expected only once QC has answered"""
+        return {'qc': self.first_result['qc']} if self.first_result['qc'] is None else dict(self.first_result)
+
     # ------------------------------------------------------------------ progress
     def progress_state(self, phase: Optional[str] = None) -> ProgressState:
-        """Counts for the progress display (cheap: no pass over the records)"""
+        """Counts for the progress display (cheap: no pass over the records)
+
+        Args:
+            phase: The phase (default: 'stopping' after a stop request, else 'initial' until the initial population
+                is computed, 'verify' while the best are verified after the search, else 'steered')
+        """
         best = self.db.best(1)
+        db, params = self.db, self.params
+        verify_left = self.pool.depth('verify') + self.verify_in_flight if self._verifying() else 0
         if phase is None:
             phase = 'stopping' if self.stop_requested.is_set() else \
-                'initial' if self.db.n_initial < len(self.initial_smiles) and not self.db.n_steered else 'steered'
-        totals = {'reference': (sum(len(v) for v in self.references.values()),
-                                len(ELEMENTS) * (1 + (self.verify_spec is not None and self.params.verify_top > 0))),
-                  'initial': (self.db.n_initial, len(self.initial_smiles))}
-        done, total = totals.get(phase, (self.db.n_steered, self.params.search_size))
-        verified = self.db.best_verified() or (None, None)
-        return ProgressState(phase=phase, done=done, total=total, evaluated=self.db.n_steered,
-                             target=self.params.search_size, failed=self.db.n_failed, in_flight=len(self.in_flight),
+                'initial' if db.n_initial < params.initial_count and not db.n_steered else \
+                'verify' if db.n_steered >= params.search_size and verify_left else 'steered'
+        totals = {'reference': (len(self.references.get(self.qc_spec.name, {})), len(ELEMENTS)),
+                  'initial': (db.n_initial, params.initial_count),
+                  'verify': (db.n_verified, db.n_verified + verify_left)}
+        done, total = totals.get(phase, (db.n_steered, params.search_size))
+        verified = db.best_verified() or (None, None)
+        return ProgressState(phase=phase, done=done, total=total, evaluated=db.n_steered,
+                             target=params.search_size, failed=db.n_failed, in_flight=len(self.in_flight),
                              queue_depth=self.pool.depth('steered'), batches=self.batches_done,
                              best_smiles=best[0][1] if best else None, best_value=best[0][0] if best else None,
-                             utilization=self.db.utilization(), objective=self.params.objective,
+                             utilization=db.utilization(), objective=params.objective,
                              verified_smiles=verified[1], verified_value=verified[0])
