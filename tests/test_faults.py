@@ -253,11 +253,12 @@ def kill_scenario(tmp_path_factory) -> KillScenario:
        its QC worker for 3 s, then SIGCONT; it must complete the run.
     """
     tmp = tmp_path_factory.mktemp('kill')
+    began = time.monotonic()
     proc = F.start(tmp, '--out-dir', str(tmp / 'runs'), *F.TINY, '--search-size', str(SEARCH))
     run_dir = None
     try:
         run_dir = F.the_run_dir(tmp / 'runs')
-        _molecules_at_least(run_dir, 2)
+        _molecules_at_least(run_dir, 1)
         _suspend_qc_workers(run_dir)
         proc.send_signal(signal.SIGTERM)
         try:
@@ -269,13 +270,15 @@ def kill_scenario(tmp_path_factory) -> KillScenario:
         proc.communicate(timeout=30)
         cleanup = F.assert_no_processes_left(run_dir, timeout=30)
         first = F.simulation(run_dir)
+        logger.info(f'{time.monotonic() - began:.0f} s: first session killed, {_molecules(first)} molecules')
 
         proc = F.start(tmp, '--restart', str(run_dir), '--quiet', '--no-report')
         F.wait_until(lambda: f'process {proc.pid} ' in (run_dir / '.lock').read_text(), 120, 'the restart to lock')
-        second = F.run(tmp, '--restart', str(run_dir), '--quiet', timeout=120)
-        second = Session(second.returncode, second.stdout, second.stderr)
+        concurrent = F.start(tmp, '--restart', str(run_dir), '--quiet')  # While the first one starts Parsl
         holder = proc.pid
         _molecules_at_least(run_dir, _molecules(first) + 1)
+        second = Session(*F.finish(concurrent, 120))  # Refused before the restart holding the run is killed
+        logger.info(f'{time.monotonic() - began:.0f} s: the restart computed a molecule, a second one was refused')
         F.wait_until(lambda: F.task_server(proc), 10, 'the task server').suspend()
         proc.kill()
         proc.wait(30)
@@ -286,6 +289,7 @@ def kill_scenario(tmp_path_factory) -> KillScenario:
         cut = json.loads(lines[-1])
         path.write_bytes(b''.join(lines[:-1]) + lines[-1][:len(lines[-1]) // 2])
         before = [json.loads(line) for line in lines[:-1]]
+        logger.info(f'{time.monotonic() - began:.0f} s: restart killed, {len(stale)} processes left, last line cut')
 
         start = time.monotonic()
         proc = F.start(tmp, '--restart', str(run_dir), '--quiet', '--no-report')
@@ -294,7 +298,9 @@ def kill_scenario(tmp_path_factory) -> KillScenario:
         time.sleep(3)
         for worker in workers:
             worker.resume()
+        logger.info(f'{time.monotonic() - began:.0f} s: QC worker stopped for 3 s')
         code, out, err = F.finish(proc, 300)
+        logger.info(f'{time.monotonic() - began:.0f} s: last restart ended')
         last = Session(code, out, err, time.monotonic() - start, F.simulation(run_dir))
         F.assert_no_processes_left(run_dir, timeout=30)
         return KillScenario(run_dir, killed, cleanup, first, second, holder, stale, before, cut, bool(workers), last)
@@ -311,7 +317,7 @@ def test_sigterm_then_sigkill_after_a_grace_period_leaves_no_process(kill_scenar
     s = kill_scenario
     assert s.killed, 'run.py exited within the grace period although its QC worker was stopped'
     assert s.cleanup_seconds < 30
-    assert _molecules(s.first) >= 2
+    assert _molecules(s.first) >= 1
 
 
 @pytest.mark.slow
