@@ -137,8 +137,8 @@ def rank_agreement(run: Union[RunData, str, Path]) -> Optional[float]:
     verified = {s: v for s, v in verified_values(run).items() if v is not None}
     search = {r['smiles']: record_objective(r, run.objective) for r in run.molecule_records}
     pairs = [(search[s], v) for s, v in verified.items() if search.get(s) is not None]
-    if len(pairs) < 3:
-        return None
+    if len(pairs) < 3 or len({p for p, _ in pairs}) < 2 or len({v for _, v in pairs}) < 2:
+        return None  # Undefined for constant values (scipy would warn on the console)
     from scipy.stats import spearmanr
     rho = spearmanr([p for p, _ in pairs], [v for _, v in pairs]).statistic
     return None if rho is None or math.isnan(rho) else float(rho)
@@ -214,8 +214,8 @@ def model_quality(run: Union[RunData, str, Path]) -> List[Dict[str, Any]]:
         pairs = by_batch[batch]
         errors = [p - c for p, c in pairs]
         spearman = None
-        if len(pairs) >= 3:
-            from scipy.stats import spearmanr
+        if len(pairs) >= 3 and len({p for p, _ in pairs}) > 1 and len({c for _, c in pairs}) > 1:
+            from scipy.stats import spearmanr  # Undefined (and a warning on the console) for constant input
             rho = spearmanr([p for p, _ in pairs], [c for _, c in pairs]).statistic
             spearman = None if rho is None or math.isnan(rho) else float(rho)
         out.append({'batch': batch, 'n': len(pairs), 'mae': sum(abs(e) for e in errors) / len(errors),
