@@ -25,6 +25,8 @@ class RunStore:
     Appends are thread-safe. A record is on disk when :meth:`append` returns (written, flushed, synced), unless
     ``sync=False`` is passed: then it is written to the operating system (it survives a crash of this process)
     and the caller syncs a whole group of records at once with :meth:`sync` before acknowledging any of them.
+    Each file has its own lock, and no disk sync holds the lock of another file: the QC records of the consumer
+    never wait for the sync of a screening record (tens to hundreds of ms on a busy disk).
 
     Args:
         run_dir: The run directory (created if needed)
@@ -35,8 +37,9 @@ class RunStore:
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # Guards _files, _file_locks, _dirty, disk_full
         self._files: Dict[str, Any] = {}
+        self._file_locks: Dict[str, threading.Lock] = {}
         self._dirty: set = set()
         self.disk_full = False
         try:
@@ -90,21 +93,30 @@ class RunStore:
             fp = self._files.get(name)
             if fp is None:
                 fp = self._files[name] = self.path(name).open('ab', buffering=0)
+                self._file_locks[name] = threading.Lock()
+            file_lock = self._file_locks[name]
+        error = None
+        with file_lock:
             start = fp.tell()
             try:
                 if fp.write(line) != len(line):
                     raise OSError(errno.ENOSPC, 'short write')
                 if sync:
                     os.fsync(fp.fileno())
-                else:
-                    self._dirty.add(name)
             except OSError as exc:
                 self._undo(fp, start)
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    self.disk_full = True
-                    raise DiskFullError(errno.ENOSPC, f'No space left on the device of {self.run_dir} '
-                                                      f'to write {name}') from None
-                raise
+                error = exc
+        if error is None:
+            if not sync:
+                with self._lock:
+                    self._dirty.add(name)
+            return
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            with self._lock:
+                self.disk_full = True
+            raise DiskFullError(errno.ENOSPC, f'No space left on the device of {self.run_dir} '
+                                              f'to write {name}') from None
+        raise error
 
     @staticmethod
     def _undo(fp, start: int) -> None:
@@ -115,17 +127,24 @@ class RunStore:
             pass
 
     def sync(self) -> None:
-        """Sync every record appended with ``sync=False`` to disk"""
+        """Sync every record appended with ``sync=False`` to disk
+
+        Appends go on meanwhile (the disk sync does not hold the lock: it takes milliseconds, and hundreds of
+        milliseconds on a busy disk); the records appended before the call are on disk when it returns.
+        """
         with self._lock:
-            for name in self._dirty:
-                try:
-                    os.fsync(self._files[name].fileno())
-                except OSError as exc:
-                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                        self.disk_full = True
-                        raise DiskFullError(errno.ENOSPC, f'No space left on the device of {self.run_dir}') from None
-                    raise
+            files = [(name, self._files[name]) for name in self._dirty]
             self._dirty.clear()
+        for name, fp in files:
+            try:
+                os.fsync(fp.fileno())
+            except OSError as exc:
+                with self._lock:
+                    self._dirty.add(name)  # Still to sync
+                    self.disk_full = self.disk_full or exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFullError(errno.ENOSPC, f'No space left on the device of {self.run_dir}') from None
+                raise
 
     def write_json(self, name: str, obj: Any) -> None:
         """Write a JSON document into the run directory, atomically"""
@@ -138,12 +157,14 @@ class RunStore:
     def close(self) -> None:
         """Close the record files and release the run directory's lock"""
         with self._lock:
-            for fp in self._files.values():
+            files = [(fp, self._file_locks[name]) for name, fp in self._files.items()]
+            self._files.clear()
+        for fp, file_lock in files:
+            with file_lock:  # Waits for a record being written, so no line is cut
                 try:
                     fp.close()
                 except OSError:  # Disk full: the records were synced already
                     pass
-            self._files.clear()
         if not self._lock_fp.closed:
             self._lock_fp.close()  # Releases the lock
 
