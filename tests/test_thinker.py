@@ -140,3 +140,32 @@ def test_a_late_result_is_written(tmp_path):
     records = _molecules(store)
     assert [r['smiles'] for r in records] == ['CCO'] and thinker.lost_in_flight == []
     assert not thinker.in_flight
+
+
+def test_a_result_counts_only_once_its_record_is_synced(tmp_path):
+    """The consumer writes the record and frees the slot at once; the syncer syncs, and only then does it count"""
+    store = RunStore(tmp_path / 'run')
+    thinker = MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), store, RunParams(**PARAMS),
+                                    get_spec('xtb'), agent=None, initial_smiles=INITIAL)
+    from moldesign.select.pool import Candidate
+    assert thinker.rec.acquire('qc', 1)
+    thinker.in_flight['task-1'] = [Candidate('CCO', 'initial', source='initial')]
+    result = Result(inputs=(('CCO',), {}), method='compute_atomization_energy',
+                    task_info=thinker._info(Candidate('CCO', 'initial')))
+    result.task_id = 'task-1'
+    result.set_result(None)
+    result.success = False
+    counted_at_sync = []
+    sync = store.sync
+
+    def watched_sync():
+        counted_at_sync.append('CCO' in thinker.db.entries)
+        sync()
+    store.sync = watched_sync
+    thinker._process_results([result])
+    assert thinker.rec.available_slots('qc') == PARAMS['qc_workers'] + PARAMS['qc_prefetch']  # Slot freed
+    assert [r['smiles'] for r in _molecules(store)] == ['CCO']  # Written (to the operating system)
+    assert 'CCO' not in thinker.db.entries and not thinker.finished()  # Not counted before the sync
+    assert thinker.sync_results() == 1
+    assert counted_at_sync == [False] and 'CCO' in thinker.db.entries
+    store.close()
