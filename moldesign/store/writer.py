@@ -11,7 +11,7 @@ import socket
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from moldesign.store.files import (AGENT, LOCK, RECORD_FILES, DiskFullError, RunFileError, RunLocked, dump_json,
                                    repair_jsonl, to_strict_json, write_atomic)
@@ -41,6 +41,7 @@ class RunStore:
         self._files: Dict[str, Any] = {}
         self._file_locks: Dict[str, threading.Lock] = {}
         self._dirty: set = set()
+        self._sync_lock = threading.Lock()  # One sync at a time (see sync)
         self.disk_full = False
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,11 +131,17 @@ class RunStore:
         """Sync every record appended with ``sync=False`` to disk
 
         Appends go on meanwhile (the disk sync does not hold the lock: it takes milliseconds, and hundreds of
-        milliseconds on a busy disk); the records appended before the call are on disk when it returns.
+        milliseconds on a busy disk); the records appended before the call are on disk when it returns. Syncs run
+        one at a time: a second caller waits for the sync under way, which may hold its records.
         """
-        with self._lock:
-            files = [(name, self._files[name]) for name in self._dirty]
-            self._dirty.clear()
+        with self._sync_lock:
+            with self._lock:
+                files = [(name, self._files[name]) for name in self._dirty]
+                self._dirty.clear()
+            self._sync_files(files)
+
+    def _sync_files(self, files: List[Tuple[str, Any]]) -> None:
+        """Sync each (name, file) to disk; a file that fails stays to sync"""
         for name, fp in files:
             try:
                 os.fsync(fp.fileno())
