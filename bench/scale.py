@@ -49,6 +49,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (sets OMP_NUM_THREADS before tblite loads)
 
+sys.path.insert(0, str(common.REPO))  # Measure this checkout's moldesign, not an installed one: here and in the
+os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(common.REPO), os.environ.get('PYTHONPATH')]))  # workers
+
 import numpy as np  # noqa: E402
 
 logger = logging.getLogger('bench.scale')
@@ -186,6 +189,28 @@ class Timings:
                 with self._lock:
                     self.events.setdefault(name, []).append((time.time(), elapsed, size(*args, **kwargs)))
         return timed
+
+    def watch_gc(self) -> None:
+        """Record the pauses of Python's garbage collector in this process (``gc0``, ``gc1``, ``gc2``)"""
+        import gc
+        started = {}
+
+        def callback(phase: str, info: Dict[str, int]) -> None:
+            if phase == 'start':
+                started['t'] = time.perf_counter()
+            elif 't' in started:
+                elapsed = time.perf_counter() - started.pop('t')
+                with self._lock:
+                    self.events.setdefault(f'gc{info["generation"]}', []).append(
+                        (time.time(), elapsed, info.get('collected', 0)))
+        gc.callbacks.append(callback)
+        self._gc_callback = callback
+
+    def unwatch_gc(self) -> None:
+        """Stop recording the garbage collector's pauses"""
+        import gc
+        if getattr(self, '_gc_callback', None) in gc.callbacks:
+            gc.callbacks.remove(self._gc_callback)
 
     def instrument(self, thinker) -> None:
         """Wrap the steps of a thinker (before it starts)"""
@@ -371,7 +396,8 @@ def analyse(run_dir: Path, slots: int, workers: int, mean_time: float, samples: 
         'task_server_cpu_ms_per_result': shares.get('task_server', np.nan) * window / n_results * 1e3
         if n_results else None,
         'n_screenings': len(run.screening), 'n_moldqn': len(run.rl),
-        'steered_by_source': dict(Counter(r.get('source') for r in run.molecule_records if r.get('phase') == 'steered')),
+        'steered_by_source': dict(Counter(r.get('source') for r in run.molecule_records
+                                          if r.get('phase') == 'steered')),
         'queue_ran_dry': summary.get('queue_ran_dry'),
         'rerank': rerank_table(run.screening),
         'steps': timings.summary(start, end) if timings is not None else {},
@@ -420,13 +446,15 @@ def run_cell(work: Path, slots: int, mean_time: float, duration: float, oracle, 
     out_dir.mkdir(parents=True, exist_ok=True)
     config = make_parsl_config(out_dir, slots, ml_workers)
     timings = Timings()
-    campaign = instrumented_campaign(timings).create(params, out_dir, SessionOptions(quiet=True, report=False, shutdown_timeout=30),
-                               initial_smiles=initial, parsl_config=config,
-                               methods={'qc': qc.methods(), 'ml': ml_methods()})
+    options = SessionOptions(quiet=True, report=False, shutdown_timeout=30)
+    campaign = instrumented_campaign(timings).create(params, out_dir, options, initial_smiles=initial,
+                                                     parsl_config=config,
+                                                     methods={'qc': qc.methods(), 'ml': ml_methods()})
     sampler = CpuSampler()
     feeder = LibraryFeeder(campaign, table[slots + 16:], target=min(19000, max(4 * slots, int(rate * 30)))) \
         if library else None
     sampler.start()
+    timings.watch_gc()
     if feeder is not None:
         feeder.start()
     started = time.time()
@@ -435,6 +463,7 @@ def run_cell(work: Path, slots: int, mean_time: float, duration: float, oracle, 
             code = campaign.run()  # Its closing summary (best molecules) goes to console.log
     finally:
         sampler.stop()
+        timings.unwatch_gc()
         if feeder is not None:
             feeder.stop()
     figures = analyse(campaign.run_dir, slots + prefetch, slots, mean_time, sampler.samples, timings)
@@ -460,7 +489,8 @@ def print_cell(f: Dict[str, Any]) -> None:
     print(f'  CPU (cores): thinker {_fmt(cpu.get("thinker"), ".2f")} ({threads}), task server + simulated QC '
           f'{_fmt(cpu.get("task_server"), ".2f")}, ML workers {_fmt(cpu.get("ml"), ".2f")}; thinker '
           f'{_fmt(f.get("thinker_cpu_ms_per_result"), ".2f")} ms CPU per result; load average '
-          f'{_fmt(cpu.get("load"), ".1f")}; {f["n_screenings"]} screenings, {f["n_moldqn"]} MolDQN calls; steered molecules by source '
+          f'{_fmt(cpu.get("load"), ".1f")}; {f["n_screenings"]} screenings, {f["n_moldqn"]} MolDQN calls; '
+          f'steered molecules by source '
           f'{f.get("steered_by_source")} (library molecules added {f.get("library_added")})', flush=True)
     steps = f.get('steps') or {}
     if steps:
@@ -483,8 +513,30 @@ def print_table(cells: Sequence[Dict[str, Any]]) -> None:
               f'{_fmt(f["utilization_whole_run"], ">6.3f")} {_fmt(f["results_per_s"], ">7.1f")} '
               f'{_fmt(f["latency_p50_ms"], ">7.1f")} {_fmt(f["latency_p99_ms"], ">7.1f")} '
               f'{_fmt(cpu.get("thinker"), ">7.2f")} {_fmt(f.get("thinker_cpu_ms_per_result"), ">6.2f")} '
-              f'{_fmt(cpu.get("task_server"), ">6.2f")} {_fmt(cpu.get("ml"), ">5.2f")} {_fmt(cpu.get("load"), ">5.1f")} '
+              f'{_fmt(cpu.get("task_server"), ">6.2f")} {_fmt(cpu.get("ml"), ">5.2f")} '
+              f'{_fmt(cpu.get("load"), ">5.1f")} '
               f'{f["n_screenings"]:>7d} {str(f.get("queue_ran_dry")):>4s}')
+
+
+def start_redis(work: Path) -> Tuple[Any, int]:
+    """A redis-server on a free loopback port (no persistence): (process, port)"""
+    import shutil
+    import socket
+    import subprocess
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([shutil.which('redis-server') or 'redis-server', '--port', str(port), '--bind',
+                             '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', str(work)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, port
 
 
 def _parse_cell(text: str) -> Tuple[int, float]:
@@ -515,6 +567,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='RunParams fields, e.g. rerank_every=16 rerank_interval=2 qc_bundle=4')
     parser.add_argument('--no-library', action='store_true',
                         help="Candidates from the application's sources only (MolDQN, neighbourhoods): no QM9 feeder")
+    parser.add_argument('--redis', action='store_true',
+                        help='Colmena queues through a redis-server started here (run.py --redishost) instead of pipes')
     parser.add_argument('--seed', type=int, default=1)
     parser.add_argument('--keep-runs', type=Path, default=None, help='Keep the run directories here')
     parser.add_argument('--results', type=Path, default=None, help='JSON output (default bench/results/scale.json)')
@@ -535,6 +589,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     work = common.tmp_work_dir('bench-scale-', args.keep_runs)
     results: List[Dict[str, Any]] = []
     start = time.perf_counter()
+    redis = start_redis(work) if args.redis else None
+    if redis is not None:
+        app.update({'redishost': '127.0.0.1', 'redisport': redis[1]})
     try:
         for slots, mean_time in cells:
             figures = run_cell(work, slots, mean_time, duration, oracle, args.prefetch, args.ml_workers, app,
@@ -542,6 +599,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             results.append(figures)
             print_cell(figures)
     finally:
+        if redis is not None:
+            redis[0].terminate()
+            redis[0].wait(10)
         common.remove_tmp(work, args.keep_runs)
     print_table(results)
     summary = {'machine': machine, 'duration': duration, 'prefetch': args.prefetch, 'ml_workers': args.ml_workers,
