@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine with Python 3.10+:
 #   make run    -- create .venv, install, run a small local campaign (python run.py)
 #   make test   -- install the test requirements (and, as root, Debian's psi4, nwchem,
-#                  xtb, redis-server and Slurm + munge), then run the whole test suite
+#                  xtb, redis-server and Slurm + munge), lint (ruff), then run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +13,7 @@ APT_PROGRAMS ?= psi4 nwchem xtb redis-server slurmctld slurmd sbatch munged
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run test test-fast bench clean
+.PHONY: install system-deps run lint test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,10 @@ system-deps:
 run: install
 	$(PY) run.py $(ARGS)
 
-test: install system-deps
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install system-deps lint
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 test-fast: install

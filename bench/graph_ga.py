@@ -208,7 +208,8 @@ def run_graph_ga(initial: Sequence[str], evaluate: Callable[[str], float], budge
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--objective', choices=common.OBJECTIVES, required=True)
-    parser.add_argument('--seed', type=int, required=True, help='Seed of the initial draw (as run.py --seed) and of the GA')
+    parser.add_argument('--seed', type=int, required=True,
+                        help='Seed of the initial draw (as run.py --seed) and of the GA')
     parser.add_argument('--budget', type=int, required=True, help='QC evaluations, initial molecules included')
     start = parser.add_mutually_exclusive_group(required=True)
     start.add_argument('--initial-count', type=int, help='Initial molecules drawn as run.py does')

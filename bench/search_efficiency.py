@@ -101,7 +101,8 @@ def print_table(results: Dict[str, dict], methods: List[str]) -> None:
                       f'{r["evaluations"]:>5d} {r["ratio"]:>8.1f} {r["conservative_quantile"]:>9.5f} '
                       f'{r["conservative_ratio"]:>10.1f} {r["n_failed"]:>3d}/{len(r["values"]):<3d} '
                       f'{r["wall_time"]:>6.0f}  {r["smiles"]}')
-        meds = ', '.join(f'{m} {_fmt_ratio(res["median_ratio"][m])} (cons. {_fmt_ratio(res["median_conservative_ratio"][m])}, '
+        meds = ', '.join(f'{m} {_fmt_ratio(res["median_ratio"][m])} '
+                         f'(cons. {_fmt_ratio(res["median_conservative_ratio"][m])}, '
                          f'failures {res["failure_rate"][m]:.1%})' for m in methods if m in res['median_ratio'])
         print(f'{objective}: best of the QM9 sample {res["qm9_best"]:.2f} {res["qm9_best_smiles"]} '
               f'(quantile {1 / res["qm9_sample"]:.5f}); median ratios {meds}; steered target >= {res["target"]:.0f}')
@@ -131,7 +132,8 @@ def _variant(text: str):
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true', help='Smoke mode: seed 1, 4 + 12 evaluations, 2,000 QM9 molecules')
+    parser.add_argument('--quick', action='store_true',
+                        help='Smoke mode: seed 1, 4 + 12 evaluations, 2,000 QM9 molecules')
     parser.add_argument('--seeds', type=int, nargs='+', default=None, help='Seeds (default 1-10; quick: 1)')
     parser.add_argument('--objectives', nargs='+', choices=common.OBJECTIVES, default=list(common.OBJECTIVES))
     parser.add_argument('--methods', nargs='+', choices=sm.BUILTIN_METHODS, default=list(sm.BUILTIN_METHODS),
@@ -144,14 +146,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                             f"{k}='{v}'" for k, v in sm.ABLATIONS.items()))
     parser.add_argument('--initial-count', type=int, default=None, help='Random initial molecules (default 8; quick 4)')
     parser.add_argument('--search-size', type=int, default=None, help='Evaluations after them (default 40; quick 12)')
-    parser.add_argument('--qm9-sample', type=int, default=None, help='QM9 molecules in the distribution (default 10,000; quick 2,000)')
+    parser.add_argument('--qm9-sample', type=int, default=None,
+                        help='QM9 molecules in the distribution (default 10,000; quick 2,000)')
     parser.add_argument('--qm9-seed', type=int, default=0, help='Seed of the QM9 distribution sample')
     parser.add_argument('--app-args', default='', help='Extra run.py arguments for steered and every variant, '
                                                        'e.g. "--rl-episodes 32" (experiments)')
     parser.add_argument('--app-repo', type=Path, default=None,
                         help='Run run.py and moldesign of another checkout (a patched copy, for experiments)')
     parser.add_argument('--ga-offspring', type=int, default=None, help='Graph GA children per generation (default 8)')
-    parser.add_argument('--ga-population', type=int, default=None, help='Graph GA population kept (default 10,000: all)')
+    parser.add_argument('--ga-population', type=int, default=None,
+                        help='Graph GA population kept (default 10,000: all)')
     parser.add_argument('--ga-frac-mutate', type=float, default=None,
                         help="Graph GA fraction of children made by mutation alone (default mol-ga's 0.1)")
     parser.add_argument('--keep-runs', type=Path, default=None, help='Keep the run directories here')
@@ -256,7 +260,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         'seeds': seeds, 'methods': methods, 'variants': {k: v for k, v in variants.items()},
         'graph_ga_args': ga_args, 'qm9_sample': len(table), 'qm9_seed': args.qm9_seed, 'relaxation_shift': shift,
         'app_args': app_args, 'app_repo': str(args.app_repo) if args.app_repo else None, 'quick': args.quick,
-        'targets': {'steered_ratio': TARGETS, 'steered_over_graph_ga': GA_TARGET, 'steered_failure_rate': FAILURE_TARGET},
+        'targets': {'steered_ratio': TARGETS, 'steered_over_graph_ga': GA_TARGET,
+                    'steered_failure_rate': FAILURE_TARGET},
         'elapsed': elapsed,
         'objectives': {o: {k: v for k, v in r.items() if k != 'distribution'} for o, r in results.items()},
     }

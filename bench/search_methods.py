@@ -39,16 +39,14 @@ ABLATIONS: Dict[str, str] = {
     'queue-recency': '--queue-policy recency',
     'sources-moldqn': '--sources moldqn',
     'sources-neighbours': '--sources neighbours',
-    'acq-greedy': '--acquisition greedy',
     'acq-ucb': '--acquisition ucb',
     'acq-ei': '--acquisition ei',
 }
 """Variants of the steered search added by ``--ablations``: name -> extra ``run.py`` arguments.
 
-Each switches off or swaps one part of the steering (queue re-ranking, candidate sources, acquisition
-function). The options are the ones planned for ``run.py``; ``search_efficiency.py`` checks them
-against ``run.py --help`` before any campaign and stops if one is missing. Edit this list as the
-options land."""
+Each switches off or swaps one part of the steering against the default (``--queue-policy rerank --sources
+moldqn,neighbours --acquisition greedy``): the original's queue order, MolDQN only (neighbourhoods off),
+neighbourhoods only (MolDQN off), and the two acquisition functions that use the model's uncertainty."""
 
 GA_SCRIPT = Path(__file__).resolve().parent / 'graph_ga.py'
 GA_HASH_SEED = '0'

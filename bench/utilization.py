@@ -173,8 +173,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         common.remove_tmp(work, args.keep_runs)
 
     print()
-    print(f'{"mode":<11s} {"seed":>4s} {"util":>6s} {"whole":>6s} {"rounds":>6s} {"slots":>5s} {"tasks":>5s} {"ovh_ms":>7s} {"ovh_%":>6s} '
-          f'{"to_wkr_ms":>9s} {"back_ms":>8s} {"qc_s":>6s} {"ml_s":>6s} {"wall_s":>7s}')
+    print(f'{"mode":<11s} {"seed":>4s} {"util":>6s} {"whole":>6s} {"rounds":>6s} {"slots":>5s} {"tasks":>5s} '
+          f'{"ovh_ms":>7s} {"ovh_%":>6s} {"to_wkr_ms":>9s} {"back_ms":>8s} {"qc_s":>6s} {"ml_s":>6s} {"wall_s":>7s}')
     for mode, rs in runs.items():
         for r in rs:
             print(f'{mode:<11s} {r["seed"]:>4d} {r["utilization"]:>6.3f} {r["utilization_whole_run"]:>6.3f} '
@@ -182,8 +182,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f'{r["median_overhead_ms"]:>7.1f} {r["median_overhead_pct"]:>6.2f} {r["median_to_worker_ms"]:>9.1f} '
                   f'{r["median_back_ms"]:>8.1f} {r["median_running_s"]:>6.3f} {r["ml_time_s"]:>6.1f} '
                   f'{r["wall_time_s"]:>7.1f}')
-    med = {m: {k: float(np.median([r[k] for r in rs])) for k in
-               ('utilization', 'utilization_whole_run', 'wall_time_s', 'median_overhead_ms', 'median_overhead_pct', 'median_running_s')} for m, rs in runs.items()}
+    keys = ('utilization', 'utilization_whole_run', 'wall_time_s', 'median_overhead_ms', 'median_overhead_pct',
+            'median_running_s')
+    med = {m: {k: float(np.median([r[k] for r in rs])) for k in keys} for m, rs in runs.items()}
     ratio = med['interleaved']['utilization'] / med['baseline']['utilization']
     i = med['interleaved']
     print(f'interleaved: median utilization {i["utilization"]:.3f} (target >= 0.95); median overhead per QC task '
@@ -194,10 +195,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     b = med['baseline']
     print(f'whole run (reference atoms to last result, ML waits included): utilization interleaved '
           f'{i["utilization_whole_run"]:.3f}, baseline {b["utilization_whole_run"]:.3f} (ratio '
-          f'{i["utilization_whole_run"] / b["utilization_whole_run"]:.2f}); wall time interleaved {i["wall_time_s"]:.1f} s, '
+          f'{i["utilization_whole_run"] / b["utilization_whole_run"]:.2f}); '
+          f'wall time interleaved {i["wall_time_s"]:.1f} s, '
           f'baseline {b["wall_time_s"]:.1f} s (baseline / interleaved {b["wall_time_s"] / i["wall_time_s"]:.2f})')
-    print('note: "rounds" = generator rounds (screening records); a baseline with one round (batch size >= search size) '
-          'never waits for ML inside the steered phase, so its steered-phase utilization is not a fair baseline')
+    print('note: "rounds" = generator rounds (screening records); a baseline with one round '
+          '(batch size >= search size) never waits for ML inside the steered phase, so its steered-phase '
+          'utilization is not a fair baseline')
     summary = {'machine': machine, 'method': common.METHOD, 'initial_count': initial, 'search_size': search,
                'objective': args.objective, 'seeds': seeds, 'app_args': app_args, 'quick': args.quick,
                'runs': runs, 'medians': med, 'utilization_ratio': ratio, 'elapsed': time.perf_counter() - start}

@@ -97,7 +97,8 @@ SLURM_STEP_EXPORT = 'export SLURM_EXPORT_ENV=ALL'
 
 
 def startup_errors(run_dir: Path) -> List[str]:
-    """Why worker jobs of a run stopped before starting workers: their ``moldesign:`` lines (see :func:`activation_lines`)
+    """Why worker jobs of a run stopped before starting workers: their ``moldesign:`` lines
+    (see :func:`activation_lines`)
 
     For a console message when no worker connects: reads every job's stderr under ``run_dir/parsl/*/submit_scripts``.
 
@@ -192,6 +193,32 @@ def pending_jobs(job_ids: Sequence[str], squeue: str = 'squeue') -> List[Tuple[s
         if len(parts) == 3:
             pending.append((parts[0], parts[1], parts[2]))
     return pending
+
+
+def gpus_per_ml_job(ml_workers: int, gpus_per_node: int, source: str) -> int:
+    """GPUs an ML job asks for: one per ML worker, none if the node's GPUs (the config's ``ML_GPUS``) are 0
+
+    Raises:
+        ValueError: more ML workers than GPUs on an ML node
+    """
+    if not gpus_per_node:
+        return 0
+    if ml_workers > gpus_per_node:
+        raise ValueError(f'{source}: {ml_workers} ML workers but ML_GPUS={gpus_per_node} GPUs on an ML node '
+                         f'(one GPU per ML worker)')
+    return ml_workers
+
+
+def slurm_diagnosis(run_dir: Path, job_ids: Sequence[str]) -> List[str]:
+    """Why a Slurm configuration's workers have not started: pending jobs with Slurm's reason, job failure lines
+
+    The ``diagnose(run_dir, job_ids)`` of the Slurm configurations: run.py prints these lines when an executor
+    returns no result for a while (``--pending-warning``).
+    """
+    lines = [f'job {job_id} is {state} ({reason})' + (
+        ': the job cannot run beside the other one (set EXCLUSIVE = False, or use a partition with more nodes)'
+        if reason == 'Resources' else '') for job_id, state, reason in pending_jobs(job_ids)]
+    return lines + startup_errors(run_dir)
 
 
 # ---------------------------------------------------------------------- nodes of an allocation

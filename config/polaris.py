@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import List, Sequence
 
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.launchers import MpiExecLauncher, SimpleLauncher
 from parsl.providers import PBSProProvider
 
+from config import _common
 from config._common import pinned_cores, worker_address, worker_init
 
 logger = logging.getLogger(__name__)
@@ -75,20 +77,6 @@ def default_qc_workers() -> int:
     return NODES * qc_workers_per_node()
 
 
-def ml_gpus(ml_workers: int) -> int:
-    """GPUs the ML job asks for: one per ML worker, none if ``ML_GPUS`` is 0
-
-    Raises:
-        ValueError: more ML workers than GPUs on the node
-    """
-    if not ML_GPUS:
-        return 0
-    if ml_workers > ML_GPUS:
-        raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} GPUs on the ML node '
-                         f'(one GPU per ML worker)')
-    return ml_workers
-
-
 def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
     """Build the Parsl configuration (submits nothing)
 
@@ -103,12 +91,13 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         ValueError: bad worker counts, or a loopback worker address (off Polaris: set ADDRESS)
     """
     if qc_workers < 1 or ml_workers < 1:
-        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, ml_workers={ml_workers}')
+        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, '
+                         f'ml_workers={ml_workers}')
     if qc_workers != default_qc_workers():
         logger.info(f'{qc_workers} QC tasks in flight for {default_qc_workers()} QC workers '
                     f'({NODES} node(s) x {qc_workers_per_node()})')
     address = worker_address(__file__, ADDRESS, INTERFACE, interface_required=False)
-    gpus = ml_gpus(ml_workers)
+    gpus = _common.gpus_per_ml_job(ml_workers, ML_GPUS, __file__)
     heartbeat = dict(heartbeat_period=HEARTBEAT_PERIOD, heartbeat_threshold=4 * HEARTBEAT_PERIOD)
     scheduler_options = f'#PBS -l filesystems={FILESYSTEMS}\n#PBS -l place=scatter'
     per_node = qc_workers_per_node()
@@ -165,3 +154,10 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         strategy='simple',  # Submit a new job when one ends (wall time) while tasks wait; never more than one
         strategy_period=1,  # Seconds between checks of the blocks: a job the scheduler refuses is reported at once
     )
+
+
+def diagnose(run_dir: Path, job_ids: Sequence[str]) -> List[str]:
+    """Why the workers have not started yet (printed by run.py when an executor stays silent): the jobs' own
+    failure lines; ``qstat -f <job id>`` tells the rest"""
+    return _common.startup_errors(run_dir) or [f'check the jobs with: qstat -f {" ".join(job_ids)}' if job_ids
+                                               else 'no job was submitted yet']

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.providers import LocalProvider
 
+from config import _common
 from config._common import (StepLauncher, pbs_allocation_nodes, pinned_cores, split_nodes, thread_exports,
                             worker_address)
 
@@ -82,7 +83,8 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         ValueError: outside a PBS job, bad worker counts, or a loopback worker address
     """
     if qc_workers < 1 or ml_workers < 1:
-        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, ml_workers={ml_workers}')
+        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, '
+                         f'ml_workers={ml_workers}')
     if ML_GPUS and ml_workers > ML_GPUS:
         raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} (one GPU each)')
     qc_nodes, ml_nodes = allocation()
@@ -130,3 +132,10 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         strategy='simple',  # Restart a worker launch that ended while tasks wait (never a new job)
         strategy_period=1,  # Seconds between checks of the blocks: a job the scheduler refuses is reported at once
     )
+
+
+def diagnose(run_dir: Path, job_ids: Sequence[str]) -> List[str]:
+    """Why the workers have not started yet (printed by run.py when an executor stays silent): the jobs' own
+    failure lines; ``qstat -f <job id>`` tells the rest"""
+    return _common.startup_errors(run_dir) or [f'check the jobs with: qstat -f {" ".join(job_ids)}' if job_ids
+                                               else 'no job was submitted yet']

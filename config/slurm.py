@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Sequence
 
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.launchers import SimpleLauncher, SrunLauncher
 from parsl.providers import SlurmProvider
 
+from config import _common
 from config._common import SLURM_STEP_EXPORT, worker_address, worker_init
 
 logger = logging.getLogger(__name__)
@@ -79,20 +80,6 @@ def default_qc_workers() -> int:
     return NODES * qc_workers_per_node()
 
 
-def ml_gpus(ml_workers: int) -> int:
-    """GPUs the ML job asks for: one per ML worker, none if ``ML_GPUS`` is 0
-
-    Raises:
-        ValueError: more ML workers than GPUs on a node
-    """
-    if not ML_GPUS:
-        return 0
-    if ml_workers > ML_GPUS:
-        raise ValueError(f'{__file__}: {ml_workers} ML workers but ML_GPUS={ML_GPUS} GPUs on an ML node '
-                         f'(one GPU per ML worker)')
-    return ml_workers
-
-
 def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
     """Build the Parsl configuration (submits nothing)
 
@@ -107,13 +94,14 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         ValueError: bad worker counts, or no address the compute nodes can reach (see INTERFACE, ADDRESS)
     """
     if qc_workers < 1 or ml_workers < 1:
-        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, ml_workers={ml_workers}')
+        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, '
+                         f'ml_workers={ml_workers}')
     if qc_workers != default_qc_workers():
         logger.info(f'{qc_workers} QC tasks in flight for {default_qc_workers()} QC workers '
                     f'({NODES} node(s) x {qc_workers_per_node()})')
     address = worker_address(__file__, ADDRESS, INTERFACE)
     per_node = qc_workers_per_node()
-    gpus = ml_gpus(ml_workers)
+    gpus = _common.gpus_per_ml_job(ml_workers, ML_GPUS, __file__)
     ml_threads = max(1, CORES_PER_NODE // ml_workers)
     common = dict(account=ACCOUNT, qos=QOS, walltime=WALLTIME, cores_per_node=CORES_PER_NODE,
                   mem_per_node=MEM_PER_NODE_GB, scheduler_options=SCHEDULER_OPTIONS, exclusive=EXCLUSIVE,
@@ -162,3 +150,8 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         strategy='simple',  # Submit a new job when one ends (wall time) while tasks wait; never more than one
         strategy_period=1,  # Seconds between checks of the blocks: a job the scheduler refuses is reported at once
     )
+
+
+def diagnose(run_dir: Path, job_ids: Sequence[str]) -> List[str]:
+    """Why the workers have not started yet (printed by run.py when an executor stays silent)"""
+    return _common.slurm_diagnosis(run_dir, job_ids)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.providers import LocalProvider
 
+from config import _common
 from config._common import (SLURM_STEP_EXPORT, StepLauncher, slurm_allocation_nodes, split_nodes, thread_exports,
                             worker_address)
 
@@ -87,7 +88,8 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         ValueError: outside a Slurm allocation, bad worker counts, or a loopback worker address
     """
     if qc_workers < 1 or ml_workers < 1:
-        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, ml_workers={ml_workers}')
+        raise ValueError(f'Need at least one QC and one ML worker, got qc_workers={qc_workers}, '
+                         f'ml_workers={ml_workers}')
     qc_nodes, ml_nodes = allocation()
     cores = cores_per_node()
     per_node = qc_workers_per_node()
@@ -137,3 +139,8 @@ def make_config(run_dir: Path, qc_workers: int, ml_workers: int = 1) -> Config:
         strategy='simple',  # Restart a worker step that ended while tasks wait (a step, never a new job)
         strategy_period=1,  # Seconds between checks of the blocks: a job the scheduler refuses is reported at once
     )
+
+
+def diagnose(run_dir: Path, job_ids: Sequence[str]) -> List[str]:
+    """Why the workers have not started yet (printed by run.py when an executor stays silent)"""
+    return _common.slurm_diagnosis(run_dir, job_ids)

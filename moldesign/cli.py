@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from moldesign.steer.params import ACQUISITIONS, DEFAULT_SEARCH_SIZE, OBJECTIVES, QUEUE_POLICIES, SOURCES
+from moldesign.steer.params import (ACQUISITIONS, DEFAULT_SEARCH_SIZE, DEFAULT_VERIFY_KEYWORDS, DEFAULT_VERIFY_QC,
+                                    DEFAULT_VERIFY_TOP, OBJECTIVES, QUEUE_POLICIES, SOURCES)
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +101,21 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument('--qc-keywords', default=None, metavar='JSON',
                    help='Program keywords of --qc as a JSON object, e.g. \'{"nwchem_ranks": 4}\' (NWChem MPI '
                         'ranks), \'{"memory": "8 GB"}\' (psi4), \'{"fmax": 0.02}\' (xtb)')
-    c.add_argument('--verify-qc', default=None, metavar='SPEC',
+    c.add_argument('--verify-qc', default='auto', metavar='SPEC',
                    help='A higher level of theory that recomputes every molecule entering the top --verify-top '
-                        '(same syntax as --qc), interleaved with the search; the answer is the best verified molecule')
+                        '(same syntax as --qc), interleaved with the search; the answer is the best verified molecule. '
+                        f'"auto": {DEFAULT_VERIFY_QC} (spherical basis functions) when --qc is xtb, none otherwise; '
+                        '"none": no verification')
     c.add_argument('--verify-keywords', default=None, metavar='JSON', help='Program keywords of --verify-qc')
     c.add_argument('--verify-top', type=_int(0), default=None,
-                   help='Verify the molecules that enter the top K by the search method (default 3 with --verify-qc)')
+                   help=f'Verify the molecules that enter the top K by the search method (default {DEFAULT_VERIFY_TOP} '
+                        'when verifying, 0 otherwise)')
+    c.add_argument('--no-verify-learning', dest='verify_learn', action='store_false',
+                   help='Do not correct the search\'s model toward the verified values (benchmarks: what learning '
+                        'from verification brings)')
     c.add_argument('--verify-share', type=_float, default=0.5,
-                   help='Largest share of QC time verification may take while the search runs')
+                   help='Largest share of the QC workers verifying while the search runs (all of them after it; with '
+                        'one QC worker, verification waits for the search)')
     c.add_argument('--config', default=None,
                    help='Parsl configuration: a name in config/ (local, slurm, slurm_allocation, polaris, ...) or '
                         'the path of a .py file with make_config(run_dir, qc_workers, ml_workers) (default: local; '
@@ -131,6 +139,9 @@ def make_parser() -> argparse.ArgumentParser:
                         'evaluated), MolDQN candidates only, --queue-policy recency')
     c.add_argument('--shutdown-timeout', type=_float, default=60,
                    help='Seconds to wait for QC tasks in flight after Ctrl-C, SIGTERM or SIGHUP')
+    c.add_argument('--pending-warning', type=_float, default=300, metavar='SECONDS',
+                   help='Say on the console why, when the qc or ml workers have returned nothing after this long '
+                        '(batch jobs pending in the queue, jobs that failed to start; 0: never)')
     c.add_argument('--monitor', action='store_true',
                    help="Record Parsl's monitoring database in the run directory (monitoring.db)")
 
@@ -175,7 +186,7 @@ def build_campaign(args: argparse.Namespace):
     from moldesign.steer.params import RunParams, SessionOptions
 
     options = SessionOptions(quiet=args.quiet, report=not args.no_report, shutdown_timeout=args.shutdown_timeout,
-                             debug=args.debug,
+                             debug=args.debug, block_pending_warning=args.pending_warning,
                              redis_password=args.redis_password or os.environ.get('MOLDESIGN_REDIS_PASSWORD'))
     if args.restart is not None:
         return Campaign.restart(args.restart, options, search_size=args.search_size, config=args.config)
@@ -185,6 +196,13 @@ def build_campaign(args: argparse.Namespace):
     workers = args.qc_workers or default_qc_workers(load_config_module(config))
     initial = read_initial_smiles(args.initial_smiles, args.skip_invalid) if args.initial_smiles else None
     baseline = args.batch_baseline
+    verify_qc = args.verify_qc
+    if verify_qc == 'auto':
+        verify_qc = DEFAULT_VERIFY_QC if args.qc.strip().lower() == 'xtb' and not baseline else None
+        if verify_qc and not args.verify_keywords:
+            verify_keywords = dict(DEFAULT_VERIFY_KEYWORDS)
+    elif verify_qc.strip().lower() == 'none':
+        verify_qc = None
     params = RunParams(
         objective=args.objective, search_size=DEFAULT_SEARCH_SIZE if args.search_size is None else args.search_size,
         initial_count=len(initial) if initial else args.initial_count,
@@ -195,9 +213,9 @@ def build_campaign(args: argparse.Namespace):
         batch_size=args.batch_size or max(64, 8 * workers), rl_episodes=args.rl_episodes, rl_steps=args.rl_steps,
         sources=['moldqn'] if baseline else args.sources, queue_policy='recency' if baseline else args.queue_policy,
         acquisition=args.acquisition, rerank_every=args.rerank_every, rerank_interval=args.rerank_interval,
-        interleave=not baseline, verify_qc=args.verify_qc, verify_keywords=verify_keywords,
-        verify_top=(3 if args.verify_qc else 0) if args.verify_top is None else args.verify_top,
-        verify_share=args.verify_share, config=config, redishost=args.redishost,
+        interleave=not baseline, verify_qc=verify_qc, verify_keywords=verify_keywords,
+        verify_top=(DEFAULT_VERIFY_TOP if verify_qc else 0) if args.verify_top is None else args.verify_top,
+        verify_share=args.verify_share, verify_learn=args.verify_learn, config=config, redishost=args.redishost,
         redisport=args.redisport if args.redishost else None, monitor=args.monitor)
     if params.verify_top and not params.verify_qc:
         from moldesign.steer.checks import UsageError

@@ -15,6 +15,9 @@ Columns of the table:
 - ``u0`` (Hartree): QM9's B3LYP/6-31G(2df,p) internal energy at 0 K
 - ``atomization_energy`` (kcal/mol, negative): U0 minus QM9's atom references
 - ``atomization_energy_per_atom`` (kcal/mol per atom, H included)
+- ``zpve`` (Hartree): QM9's zero-point vibrational energy
+- ``electronic_atomization_energy`` (kcal/mol): U0 minus ZPVE minus the atom references, the quantity a QC code
+  computes at a fixed geometry (what a verified record holds); ``electronic_atomization_energy_per_atom``
 - ``xyz``: QM9's B3LYP geometry as XYZ-file text (Angstrom)
 """
 from __future__ import annotations
@@ -47,10 +50,10 @@ HARTREE_TO_KCAL_MOL = 627.5094737775374
 """kcal/mol per Hartree (qcelemental's value)"""
 QM9_SIZE = 130_831
 """Number of molecules in QM9"""
-CACHE_VERSION = 1
+CACHE_VERSION = 3
 """Format version of the cache file (bump it when the table changes)"""
 
-_CSV_COLUMNS = ['Index', 'SMILES', 'N_atoms', 'Elements', 'XYZ_Ang', 'InternalEnergy_0K_au']
+_CSV_COLUMNS = ['Index', 'SMILES', 'N_atoms', 'Elements', 'XYZ_Ang', 'InternalEnergy_0K_au', 'ZPVE_au']
 
 
 def qm9_data_dir() -> Path:
@@ -95,12 +98,12 @@ def _source_key(files: List[Path]) -> str:
 def _build_table(files: List[Path]) -> pd.DataFrame:
     """Read the QM9 CSV files and compute the table's columns"""
     start = time.perf_counter()
-    raw = pd.concat([pd.read_csv(f, usecols=_CSV_COLUMNS) for f in files], ignore_index=True)
+    raw = pd.concat([pd.read_csv(f, usecols=_CSV_COLUMNS) for f in files], ignore_index=True)[_CSV_COLUMNS]
     logger.info(f'Read {len(raw)} QM9 rows from {len(files)} CSV files in {time.perf_counter() - start:.1f} s')
 
     rows = []
     n_bad = 0
-    for index, smiles, n_atoms, elements, xyz, u0 in raw.itertuples(index=False, name=None):
+    for index, smiles, n_atoms, elements, xyz, u0, zpve in raw.itertuples(index=False, name=None):
         try:
             mol = parse_smiles(smiles)
         except InvalidMoleculeError:
@@ -119,14 +122,16 @@ def _build_table(files: List[Path]) -> pd.DataFrame:
         key = canonicalize(mol)
         reference = sum(QM9_ATOM_REFERENCES[s] for s in symbols)
         atomization = (u0 - reference) * HARTREE_TO_KCAL_MOL
+        electronic = (u0 - zpve - reference) * HARTREE_TO_KCAL_MOL
         rows.append((key, smiles, int(index), mol.GetNumHeavyAtoms(), int(n_atoms), CalcMolFormula(mol), in_space,
-                     float(u0), atomization, atomization / n_atoms,
+                     float(u0), atomization, atomization / n_atoms, float(zpve), electronic, electronic / n_atoms,
                      to_xyz(symbols, coords, f'QM9 {index} {key}')))
     if n_bad:
         logger.warning(f'Dropped {n_bad} QM9 rows whose SMILES RDKit cannot parse (or inconsistent geometry)')
     table = pd.DataFrame(rows, columns=['smiles', 'qm9_smiles', 'qm9_index', 'n_heavy_atoms', 'n_atoms', 'formula',
                                         'in_search_space', 'u0', 'atomization_energy',
-                                        'atomization_energy_per_atom', 'xyz'])
+                                        'atomization_energy_per_atom', 'zpve', 'electronic_atomization_energy',
+                                        'electronic_atomization_energy_per_atom', 'xyz'])
     for col in ('qm9_index', 'n_heavy_atoms', 'n_atoms'):
         table[col] = table[col].astype(np.int64)
     logger.info(f'Built the QM9 table ({len(table)} molecules, {n_bad} dropped, '

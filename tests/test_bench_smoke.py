@@ -123,12 +123,14 @@ def test_medians_failure_rates_and_closing_lines():
             'graph-ga': [run(50., 3), run(40., 0), {'seed': 3, 'error': 'boom'}], 'random': [run(10., 0)]}
     agg = search_efficiency.aggregate(runs)
     assert agg['median_ratio'] == {'steered': 200., 'abl': 5., 'graph-ga': 45., 'random': 10.}
-    assert agg['failure_rate']['steered'] == pytest.approx(3 / 30) and agg['failure_rate']['graph-ga'] == pytest.approx(3 / 20)
+    assert agg['failure_rate']['steered'] == pytest.approx(3 / 30)
+    assert agg['failure_rate']['graph-ga'] == pytest.approx(3 / 20)
     assert agg['n_crashed'] == {'steered': 0, 'abl': 0, 'graph-ga': 1, 'random': 0}
     assert agg['steered_over_graph_ga'] == pytest.approx(200 / 45)
     methods = ['steered', 'abl', 'graph-ga', 'random']
     lines = search_efficiency.summary_lines({'atomization_energy': agg, 'atomization_energy_per_atom': agg}, methods)
-    assert lines[-1] == ('median discovery-rate ratio: atomization_energy steered 200.0 abl 5.0 graph-ga 45.0 random 10.0; '
+    assert lines[-1] == ('median discovery-rate ratio: '
+                         'atomization_energy steered 200.0 abl 5.0 graph-ga 45.0 random 10.0; '
                          'atomization_energy_per_atom steered 200.0 abl 5.0 graph-ga 45.0 random 10.0')
     assert lines[-2].startswith('steered / graph-ga (median discovery-rate ratios): atomization_energy 4.4x, ')
     assert 'steered 10.0%' in lines[0]

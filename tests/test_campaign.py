@@ -16,7 +16,8 @@ QUIET = SessionOptions(quiet=True, report=False, shutdown_timeout=30)
 
 @pytest.mark.slow
 def test_campaign_from_python_then_restart_restores_the_agent(tmp_path, capsys):
-    params = RunParams(initial_count=4, search_size=3, rl_episodes=2, qc_workers=1, qc_prefetch=1)
+    # MolDQN as the only source: the first part cannot end before a MolDQN call returned an agent to save
+    params = RunParams(initial_count=4, search_size=3, rl_episodes=2, qc_workers=1, qc_prefetch=1, sources=['moldqn'])
     campaign = Campaign.create(params, tmp_path / 'runs', QUIET)
     assert campaign.run() == 0
     run_dir = campaign.run_dir
@@ -24,11 +25,11 @@ def test_campaign_from_python_then_restart_restores_the_agent(tmp_path, capsys):
     assert first.summary['complete'] and first.summary['evaluated_steered'] == 3
     assert 'Best molecules' in capsys.readouterr().out
     agent = load_agent(run_dir)
-    if agent is None:  # The run can end before its first MolDQN call returns: make sure there is an agent
-        pytest.skip('no MolDQN call finished within the first part of the run')
+    assert agent is not None and agent.episodes_done > 0
 
     restarted = Campaign.restart(run_dir, QUIET, search_size=8)
     assert restarted.params.search_size == 8 and restarted.params.config == 'local'
+    assert restarted.params.sources == ['moldqn']
     assert restarted.run() == 0
     after = load_run(run_dir)
     steered = [r for r in after.molecule_records if r['phase'] == 'steered']
@@ -57,3 +58,17 @@ def test_bad_inputs_are_refused_before_anything_is_created(tmp_path):
         Campaign.create(RunParams(), tmp_path / 'a-file', QUIET, initial_smiles=['CCO', 'CC'])
     with pytest.raises(UsageError, match='--restart: .* is not a run directory'):
         Campaign.restart(tmp_path, QUIET)
+
+
+@pytest.mark.slow
+def test_monitor_records_parsl_monitoring_database(tmp_path):
+    """--monitor: Parsl's monitoring database in the run directory, with the run's tasks in it"""
+    import sqlite3
+    params = RunParams(initial_count=2, search_size=0, qc_workers=1, qc_prefetch=0, monitor=True)
+    campaign = Campaign.create(params, tmp_path / 'runs', QUIET)
+    assert campaign.run() == 0
+    database = campaign.run_dir / 'monitoring.db'
+    assert database.is_file()
+    with sqlite3.connect(database) as db:
+        apps = {name for (name,) in db.execute('SELECT task_func_name FROM task')}
+    assert {'compute_reference_energy', 'compute_atomization_energy'} <= apps

@@ -1,7 +1,7 @@
 """Tests of the search-space rules and the molecule key (moldesign.chem)"""
 import pytest
 
-from moldesign.chem import (MAX_HEAVY_ATOMS, InvalidMoleculeError, canonicalize, check_mol, count_atoms,
+from moldesign.chem import (InvalidMoleculeError, canonicalize, check_mol, count_atoms,
                             count_elements, is_valid, parse_smiles, validate_smiles)
 
 
@@ -44,8 +44,9 @@ def test_invalid_molecules(smiles, words):
 
 
 def test_nine_heavy_atoms_is_the_cap():
-    assert MAX_HEAVY_ATOMS == 9
     assert validate_smiles('CCCCCCCCC') == 'CCCCCCCCC'
+    with pytest.raises(InvalidMoleculeError, match='10 heavy atoms is more than the cap of 9'):
+        validate_smiles('CCCCCCCCCC')
     assert validate_smiles('CCCCCCCCCC', max_heavy_atoms=10) == 'CCCCCCCCCC'
 
 

@@ -70,6 +70,23 @@ def test_recency_screens_only_new_candidates():
     assert pool.to_screen() == {'C': 'moldqn'}
 
 
+def test_a_screening_ranks_every_candidate_it_was_given():
+    """Candidates dropped by a screening (unembeddable, unpredictable, computed meanwhile) are not left unranked
+
+    The batch baseline waits for ``has_unranked`` to clear before calling MolDQN again: a candidate left unranked
+    would keep the generator screening forever (found by bench/utilization.py --quick).
+    """
+    for policy in ('recency', 'rerank'):
+        pool = CandidatePool(policy=policy)
+        pool.add(['A', 'B', 'C', 'D'], 'moldqn')
+        pool.mark_taken(['D'])  # Computed while the screening ran
+        result = ranking([('A', -9.), ('B', float('nan')), ('C', -2.), ('D', -5.)])
+        result.infeasible, result.feasible = ['A'], ['C']
+        assert [c.smiles for c in pool.apply_ranking(result)] == ['C']
+        assert not pool.has_unranked
+        assert set(pool.to_screen()) == (set() if policy == 'recency' else {'B', 'C'})  # rerank: the whole pool
+
+
 def test_sources_take_turns_best_first_within_each():
     pool = CandidatePool(policy='rerank')
     pairs = [('M1', 3.), ('M2', 1.), ('M3', 2.), ('N1', 40.), ('N2', 10.), ('N3', 30.), ('N4', 20.)]
@@ -178,3 +195,22 @@ def test_rank_candidates_fits_expands_and_predicts():
     assert len(result.mean) == len(result.std) == len(result.smiles) and np.all(np.isfinite(result.mean))
     assert result.n_train == 4 and result.expanded == {'CCCC': 1}
     assert hasattr(result.model, 'predict')
+
+
+def test_unembeddable_candidates_are_never_queued():
+    pool = CandidatePool()
+    result = ranking([('A', -9.), ('B', -1.), ('C', -2.)])
+    result.infeasible, result.feasible = ['A'], ['B']
+    queued = pool.apply_ranking(result)
+    assert [c.smiles for c in queued] == ['C', 'B'] and pool.infeasible == {'A'}
+    assert pool.embeddable(['A', 'B', 'C']) == ['B']
+    assert pool.add(['A'], 'moldqn') == 0  # Excluded for good
+
+
+def test_screening_checks_the_best_candidates_for_a_3d_embedding():
+    training = [('CCO', -800.), ('CCC', -950.), ('CC', -700.), ('CCCC', -1200.)]
+    cage = 'C1C2C3OC4C5C1C34C25'  # RDKit cannot embed it (QC failed on it in a benchmark)
+    result = rank_candidates(training, {cage: 'moldqn', 'CCCCC': 'moldqn', 'CCCCCC': 'moldqn'},
+                             'atomization_energy', check_top=3, checked=['CCCCCC'])
+    assert result.infeasible == [cage]
+    assert result.feasible == ['CCCCC']  # CCCCCC was checked before

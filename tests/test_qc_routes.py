@@ -39,7 +39,8 @@ ROUTES = {
     'nwchem/hf/sto-3g': ((NEEDS_NWCHEM,), (-146, -141)),
 }
 """Routes named by README.md and docs/cluster.md §3. Windows: HF/STO-3G -143.4 (literature energies at the
-HF optimum), B3LYP/6-31G* -218.2, B3LYP/6-31G(2df,p) -226.5 (QM9's U0 - ZPVE), GFN2-xTB (spin-polarised atoms) measured -243.9"""
+HF optimum), B3LYP/6-31G* -218.2, B3LYP/6-31G(2df,p) -226.5 (QM9's U0 - ZPVE), GFN2-xTB (spin-polarised atoms)
+measured -243.9"""
 
 QM9_WATER_ELECTRONIC = -76.404702 - 0.021375
 """QM9's B3LYP/6-31G(2df,p) electronic energy of water (U0 - ZPVE of QM9 molecule 3, Hartree)"""

@@ -38,6 +38,10 @@ def test_methane(table):
     assert expected == pytest.approx(-396.0, abs=0.1)
     assert row.atomization_energy == pytest.approx(expected, abs=1e-3)
     assert qm9.qm9_atomization_energy('C') == pytest.approx(expected, abs=1e-3)
+    # Electronic (what a QC code computes at a fixed geometry): U0 minus the zero-point energy
+    assert row.zpve == pytest.approx(0.044749, abs=1e-6)
+    assert row.electronic_atomization_energy == pytest.approx(expected - 0.044749 * 627.5095, abs=1e-3)
+    assert row.electronic_atomization_energy_per_atom * 5 == pytest.approx(row.electronic_atomization_energy)
     symbols, coords = from_xyz(row.xyz)
     assert symbols == ['C', 'H', 'H', 'H', 'H']
     assert np.allclose(np.linalg.norm(coords[1:] - coords[0], axis=1), 1.0919, atol=2e-3)

@@ -267,7 +267,8 @@ def test_cli(run_dir, capsys, tmp_path):
 
 
 def _state(**kwargs) -> ProgressState:
-    values = dict(done=12, total=40, evaluated=12, target=40, failed=1, in_flight=2, queue_depth=17, batches=3, best_smiles='CCO',
+    values = dict(done=12, total=40, evaluated=12, target=40, failed=1, in_flight=2, queue_depth=17, batches=3,
+                  best_smiles='CCO',
                   best_value=-512.3, utilization=0.97, objective='atomization_energy', phase='steered')
     values.update(kwargs)
     return ProgressState(**values)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ('run_params.json', 'qc_spec.json', 'host_info.json', 'runtime.log', 'parsl_config.txt',
              'simulation_records.jsonld', 'screening_records.jsonld', 'summary.json',
              'reference_energies.json', 'report.md')
-SMALL = ['--initial-count', '4', '--search-size', '6', '--rl-episodes', '2', '--quiet']
+SMALL = ['--initial-count', '4', '--search-size', '6', '--rl-episodes', '2', '--quiet', '--verify-qc', 'none']
 
 
 def _env():
@@ -53,8 +53,9 @@ def only_run_dir(tmp_path: Path) -> Path:
 
 
 def molecule_records(run_dir: Path) -> list:
+    """Records of the molecules computed by the search (not atoms, not the verification of the best)"""
     return [r for r in strict_json_lines(run_dir / 'simulation_records.jsonld')
-            if r['method'] == 'compute_atomization_energy']
+            if r.get('smiles') and r['phase'] != 'verify']
 
 
 def check_no_duplicates(records: list):
@@ -191,7 +192,8 @@ def test_redis_unreachable_fails_fast(tmp_path):
 @pytest.mark.slow
 def test_sigint_then_restart(tmp_path):
     """Ctrl-C mid-run keeps every result; --restart finishes the run without recomputing anything"""
-    proc = start_campaign(tmp_path, '--initial-count', '4', '--search-size', '12', '--rl-episodes', '2', '--quiet')
+    proc = start_campaign(tmp_path, '--initial-count', '4', '--search-size', '12', '--rl-episodes', '2', '--quiet',
+                          '--verify-qc', 'pyscf/hf/sto-3g//xtb', '--verify-top', '2')
     try:
         run_dir = wait_for_steered(tmp_path, 2)
         proc.send_signal(signal.SIGINT)
@@ -214,10 +216,17 @@ def test_sigint_then_restart(tmp_path):
     assert after[:len(before)] == before  # Earlier results kept, new ones appended
     assert sum(r['phase'] == 'steered' for r in after) == 12
     assert [r['evaluation'] for r in after] == list(range(1, len(after) + 1))
-    # Reference energies were not recomputed
-    references = [r for r in strict_json_lines(run_dir / 'simulation_records.jsonld')
-                  if r['method'] == 'compute_reference_energy']
-    assert len(references) == 5
+    records = strict_json_lines(run_dir / 'simulation_records.jsonld')
+    # Reference energies were not recomputed (5 atoms at each level)
+    references = [(r['qc_spec'], r['element']) for r in records if r['method'] == 'compute_reference_energy']
+    assert len(references) == len(set(references)) == 10
+    # The best two were verified once each, at the end (one QC worker: verification waits for the search)
+    verified = [r['smiles'] for r in records if r['phase'] == 'verify']
+    assert len(verified) == len(set(verified)) >= 2
+    top2 = [s for _, s in sorted((r['objective'], r['smiles']) for r in after if r['success'])[:2]]
+    assert set(top2) <= set(verified)
+    summary = json.loads((run_dir / 'summary.json').read_text())
+    assert summary['answer']['smiles'] in top2 and summary['answer']['verify_qc'] == 'pyscf/hf/sto-3g//xtb'
 
 
 def _qc_worker_processes(run_dir: Path) -> list:
@@ -243,7 +252,8 @@ def _qc_worker_processes(run_dir: Path) -> list:
 @pytest.mark.slow
 def test_worker_killed_mid_run(tmp_path):
     """kill -9 of a QC worker: Parsl re-runs the task on a new worker and the run finishes"""
-    proc = start_campaign(tmp_path, '--initial-count', '4', '--search-size', '8', '--rl-episodes', '2', '--quiet')
+    proc = start_campaign(tmp_path, '--initial-count', '4', '--search-size', '8', '--rl-episodes', '2', '--quiet',
+                          '--verify-qc', 'none')
     try:
         run_dir = wait_for_steered(tmp_path, 1)
         workers = _qc_worker_processes(run_dir)
@@ -266,6 +276,7 @@ def test_qc_failure_is_recorded_and_run_continues(tmp_path):
     smiles_file = tmp_path / 'initial.smi'
     smiles_file.write_text('C1#CC1\nCCO\nCC(C)O\nOCCO\n')
     proc = run_campaign(tmp_path, '--initial-smiles', str(smiles_file), '--search-size', '3', '--rl-episodes', '2',
+                        '--verify-qc', 'none',
                         '--quiet')
     assert proc.returncode == 0, proc.stderr[-3000:]
     molecules = molecule_records(only_run_dir(tmp_path))
@@ -290,7 +301,8 @@ def test_qc_failure_is_recorded_and_run_continues(tmp_path):
     (['--initial-count', '0'], '--initial-count'),
     (['--qc', 'pyscf/nosuchmethod/sto-3g'], '--qc'),
     (['--qc', 'pyscf/hf/nosuchbasis'], '--qc'),
-    (['--verify-top', '2'], '--verify-top'),
+    (['--qc', 'pyscf/hf/sto-3g', '--verify-top', '2'], '--verify-top'),
+    (['--verify-qc', 'pyscf/b3lyp/nosuchbasis'], '--verify-qc'),
     (['--sources', 'moldqn,magic'], '--sources'),
 ])
 def test_bad_options(tmp_path, args, message):
@@ -306,7 +318,7 @@ def test_bad_initial_smiles_reported_with_line_numbers(tmp_path):
     smiles_file.write_text('CCO\nCCCl\nnot_a_smiles\nCCCCCCCCCC\n[NH4+]\nC.O\nCC\n')
     proc = run_campaign(tmp_path, '--initial-smiles', str(smiles_file), timeout=60)
     assert proc.returncode == 2
-    line = [l for l in proc.stderr.splitlines() if 'error' in l]
+    line = [text for text in proc.stderr.splitlines() if 'error' in text]
     assert len(line) == 1
     for expected in ('5 invalid line(s)', 'line 2', 'Cl is not an allowed element', 'line 3', 'line 4',
                      'heavy atoms', 'line 5', 'Charged', 'line 6', 'fragments', '--skip-invalid'):

@@ -129,3 +129,32 @@ def test_additivity(model):
     # Group contributions are additive: the longer alkane is predicted more negative
     mean, _ = compute_score(model, ['CCCCCCC', 'CCCCCCCC', 'CCCCCCCCC'])
     assert mean[0] > mean[1] > mean[2]
+
+
+def test_feasibility_model_learns_a_failing_family():
+    from moldesign.score import FeasibilityModel
+    ok = ['CCO', 'CCC', 'CCCC', 'CC(C)O', 'CCN', 'OCCO', 'CC(C)C', 'CCCO', 'C1CCCCC1', 'CC1CCCO1']
+    failed = ['C1C2CC3C1C23', 'C12C3C4C1C5C2C3C45', 'C1C2C3C1C23']
+    model = FeasibilityModel().fit(ok + failed, [True] * len(ok) + [False] * len(failed))
+    p = model.predict_proba(['CCCCC', 'C12C3C4C1C2C34', 'C1CCOC1'])[:, 1]
+    assert p[0] > 0.5 > p[1] and p[2] > p[1]  # A new cage of the family is flagged, a plain chain is not
+    assert list(model.predict(['CCCCC'])) == [True]
+    prior = FeasibilityModel(prior=0.9).fit(ok, [True] * len(ok))  # No failure yet: the prior, for everything
+    assert list(prior.predict_proba(['C1C2CC3C1C23'])[:, 1]) == [0.9]
+
+
+def test_steering_model_corrects_toward_verification_and_penalises_failures():
+    from moldesign.score import train_steering_model
+    training = [('CCO', -800.), ('CC', -700.), ('CCC', -950.), ('CCCC', -1200.), ('OCCO', -900.)]
+    plain = train_steering_model(training)
+    corrected = train_steering_model(training, verified=[('CCO', 50.), ('OCCO', 100.), ('CC', 0.)])
+    base, _ = compute_score(plain, ['OCCCO'], 'atomization_energy')
+    shifted, _ = compute_score(corrected, ['OCCCO'], 'atomization_energy')
+    assert shifted[0] > base[0] + 20  # O-rich molecules were overbound by the search method: moved up
+    one = train_steering_model(training, verified=[('CCO', 50.)])
+    assert one.delta is None  # One verified molecule is not enough to learn a correction
+    penalised = train_steering_model(training, failures=['C1C2CC3C1C23', 'C1C2C3C1C23'])
+    cage, chain = 'C12C3C4C1C2C34', 'CCCCC'
+    assert penalised.failure_weight([cage])[0] > 0 and penalised.failure_weight([chain])[0] == 0
+    penalised_cage = compute_score(penalised, [cage], 'atomization_energy')[0][0]
+    assert penalised_cage > compute_score(plain, [cage], 'atomization_energy')[0][0]

@@ -13,7 +13,7 @@ from moldesign.simulate import compute_atomization_energy, compute_reference_ene
 from moldesign.simulate.bundle import compute_atomization_energies
 from moldesign.steer.params import RunParams
 from moldesign.steer.queues import TOPICS, ThreadSafePipeQueues
-from moldesign.steer.server import time_limited
+from moldesign.steer.server import stop_task_server, time_limited
 from moldesign.steer.thinker import MoleculeDesignThinker, RunAborted
 from moldesign.store import SIMULATION_RECORDS, RunStore, read_jsonl
 
@@ -27,18 +27,16 @@ def _run_thinker(tmp_path, agent, spec='xtb', qc_functions=None, **params):
     server = LocalTaskServer(queues, functions + [generate_molecules, rank_candidates, warm_up], threads=False,
                              num_workers=2)
     store = RunStore(tmp_path / 'run')
+    verify = get_spec(params['verify_qc']) if params.get('verify_qc') else None
     thinker = MoleculeDesignThinker(queues, store, RunParams(**{**PARAMS, 'search_size': 3, **params}),
-                                    get_spec(spec), agent=agent, initial_smiles=INITIAL)
+                                    get_spec(spec), agent=agent, initial_smiles=INITIAL, verify_spec=verify)
     server.start()
     try:
         thinker.start()
         thinker.join(timeout=300)
         assert not thinker.is_alive(), 'the thinker hung'
     finally:
-        queues.send_kill_signal()
-        server.join(30)
-        if server.is_alive():
-            server.terminate()
+        stop_task_server(server, queues, timeout=30)  # Kills its process tree if it does not stop: no orphans
         store.close()
     return thinker, store
 
@@ -118,8 +116,14 @@ def test_bundles_give_one_record_per_molecule(tmp_path):
     molecules = _molecules(store)
     assert sorted(r['smiles'] for r in molecules) == sorted(INITIAL)
     assert [r['evaluation'] for r in molecules] == [1, 2, 3, 4]
-    assert len({r['task_id'] for r in molecules}) == 2  # 3 + 1 molecules
-    assert all(r['success'] and r['method'] == 'compute_atomization_energies' for r in molecules[:3])
+    by_task = {}
+    for r in molecules:
+        by_task.setdefault(r['task_id'], []).append(r)
+    assert sorted(len(rs) for rs in by_task.values()) == [1, 3]  # 3 + 1 molecules
+    for rs in by_task.values():
+        assert all(r['success'] for r in rs)
+        bundle = 'compute_atomization_energies' if len(rs) > 1 else 'compute_atomization_energy'
+        assert {r['method'] for r in rs} == {bundle}
 
 
 def test_a_late_result_is_written(tmp_path):
@@ -169,3 +173,26 @@ def test_a_result_counts_only_once_its_record_is_synced(tmp_path):
     assert thinker.sync_results() == 1
     assert counted_at_sync == [False] and 'CCO' in thinker.db.entries
     store.close()
+
+
+@pytest.mark.slow
+def test_verification_lane(tmp_path):
+    """Molecules entering the top K are recomputed at the higher level; the final top K are all verified"""
+    thinker, store = _run_thinker(tmp_path, agent=DQNAgent(seed=1), search_size=4,
+                                  verify_qc='pyscf/hf/sto-3g//xtb', verify_top=2)
+    assert not thinker.errors
+    records = read_jsonl(store.path(SIMULATION_RECORDS))[0]
+    references = [r for r in records if r['phase'] == 'reference']
+    assert sorted((r['qc_spec'], r['element']) for r in references) == sorted(
+        (spec, e) for spec in ('xtb', 'pyscf/hf/sto-3g//xtb') for e in 'HCNOF')
+    verify = [r for r in records if r['phase'] == 'verify']
+    search = [r for r in records if r.get('smiles') and r['phase'] != 'verify']
+    assert verify and len({r['smiles'] for r in verify}) == len(verify)  # Each molecule verified once
+    top2 = [s for _, s in sorted((r['objective'], r['smiles']) for r in search if r['success'])[:2]]
+    assert set(top2) <= {r['smiles'] for r in verify}
+    for r in verify:
+        assert r['qc_spec'] == 'pyscf/hf/sto-3g//xtb' and r['evaluation'] is None
+        assert r['success'] and r['search_objective'] is not None and r['objective'] != r['search_objective']
+        assert r['value']['method'] == 'hf'
+    assert thinker.db.best_verified()[1] in top2
+    assert [r['evaluation'] for r in search] == list(range(1, len(search) + 1))  # Verification is not counted

@@ -86,7 +86,10 @@ def top_molecules(run: Union[RunData, str, Path], n: int = 10, qm9_lookup: Union
             best[smiles] = row
         elif value < best[smiles]['objective']:  # A repeat that did better: keep its value, not its discovery
             best[smiles].update({k: row[k] for k in ('objective', 'atomization_energy', 'atomization_energy_per_atom')})
-    rows = sorted(best.values(), key=lambda r: (r['objective'], r['evaluation']))[:n]
+    rows = sorted(best.values(), key=lambda r: (r['objective'], r['evaluation']))
+    for search_rank, row in enumerate(rows, 1):
+        row['search_rank'] = search_rank
+    rows = _rank_by_verification(run, rows)[:n]
 
     lookup = _default_qm9_lookup() if qm9_lookup is True else (qm9_lookup or None)
     for rank, row in enumerate(rows, 1):
@@ -101,6 +104,44 @@ def top_molecules(run: Union[RunData, str, Path], n: int = 10, qm9_lookup: Union
             row['in_qm9'] = qm9_value is not None
             row['qm9_atomization_energy'] = qm9_value
     return [{'rank': r.pop('rank'), **r} for r in rows]
+
+
+def verified_values(run: RunData) -> Dict[str, Optional[float]]:
+    """The verification of a run's molecules: SMILES -> objective at the verification level (None if it failed)"""
+    return {r['smiles']: record_objective(r, run.objective) for r in run.verify_records if r.get('smiles')}
+
+
+def _rank_by_verification(run: RunData, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Verified molecules first, by their verified value; then the others by the search's value
+
+    Adds ``verified`` (objective at the verification level; None if not verified or failed), ``verified_rank`` and
+    ``disagree`` (the two levels order the verified molecules differently around this one).
+    """
+    verified = verified_values(run)
+    for row in rows:
+        row['verified'] = verified.get(row['smiles'])
+        row['verified_rank'] = None
+        row['disagree'] = False
+    done = sorted((r for r in rows if r['verified'] is not None), key=lambda r: r['verified'])
+    by_search = sorted(done, key=lambda r: r['search_rank'])
+    for rank, row in enumerate(done, 1):
+        row['verified_rank'] = rank
+        row['disagree'] = by_search.index(row) + 1 != rank
+    return done + [r for r in rows if r['verified'] is None]
+
+
+def rank_agreement(run: Union[RunData, str, Path]) -> Optional[float]:
+    """Spearman correlation between the search's and the verification's values of the verified molecules
+    (None for fewer than 3)"""
+    run = _as_run(run)
+    verified = {s: v for s, v in verified_values(run).items() if v is not None}
+    search = {r['smiles']: record_objective(r, run.objective) for r in run.molecule_records}
+    pairs = [(search[s], v) for s, v in verified.items() if search.get(s) is not None]
+    if len(pairs) < 3:
+        return None
+    from scipy.stats import spearmanr
+    rho = spearmanr([p for p, _ in pairs], [v for _, v in pairs]).statistic
+    return None if rho is None or math.isnan(rho) else float(rho)
 
 
 def _fmt(value: Optional[float], spec: str = '.1f') -> str:
@@ -120,13 +161,19 @@ def format_top_table(rows: List[Dict[str, Any]], objective: Optional[str] = None
     """
     objective = objective or (rows[0].get('objective_name') if rows else None) or 'atomization_energy'
     extra = objective != 'atomization_energy'
-    headers = ['rank', 'SMILES', f'{objective} ({objective_unit(objective)})'] + \
-        (['atomization_energy (kcal/mol)'] if extra else []) + \
+    verify = any(row.get('verified') is not None for row in rows)
+    unit = objective_unit(objective)
+    headers = ['rank', 'SMILES'] + ([f'verified ({unit})', 'search rank', 'agree'] if verify else []) + \
+        [f'{objective} ({unit})'] + (['atomization_energy (kcal/mol)'] if extra else []) + \
         ['found at eval.', 'phase', 'in QM9', 'QM9 atomization_energy (kcal/mol)']
     cells = []
     for row in rows:
         in_qm9 = {True: 'yes', False: 'no', None: '?'}[row.get('in_qm9')]
-        cells.append([str(row['rank']), row['smiles'], _fmt(row['objective'])]
+        checked = row.get('verified') is not None
+        cells.append([str(row['rank']), row['smiles']]
+                     + ([_fmt(row.get('verified')), str(row.get('search_rank', '-')),
+                         ('no' if row.get('disagree') else 'yes') if checked else '-'] if verify else [])
+                     + [_fmt(row['objective'])]
                      + ([_fmt(row.get('atomization_energy'))] if extra else [])
                      + [str(row['evaluation']), row.get('phase') or '-', in_qm9,
                         _fmt(row.get('qm9_atomization_energy'))])
@@ -309,9 +356,20 @@ def write_report(run_dir: Union[RunData, str, Path], n_top: int = 10, qm9_lookup
         lines += ['Failures by exception:', ''] + [f'- {n} x `{exc}`' for exc, n in counts['failure_types'].items()]
         lines.append('')
 
+    verify_qc = params.get('verify_qc')
+    verified = [r for r in run.verify_records if r.get('smiles')]
     lines += [f'## Best molecules by {objective} ({unit})', '',
               'QM9 values are B3LYP/6-31G(2df,p) atomization energies; they differ from this run\'s QC method, '
-              'compare rankings rather than values.', '',
+              'compare rankings rather than values.', '']
+    if verify_qc:
+        agreement = rank_agreement(run)
+        failed = sum(not r.get('success') for r in verified)
+        lines += [f'The best molecules were verified at `{verify_qc}` ({len(verified)} molecules, {failed} failed). '
+                  'Verified molecules come first, ranked by their verified value; "search rank" is their rank by the '
+                  f'search\'s `{qc_name}` value, "agree" says whether the two levels order them alike. Rank '
+                  'agreement (Spearman) of the two levels over the verified molecules: '
+                  + ('n/a (fewer than 3)' if agreement is None else f'{agreement:.2f}') + '.', '']
+    lines += [
               format_top_table(rows, objective, markdown=True) if rows else '*No successful QC evaluation yet.*', '']
     lines += figure('Best molecules', plots.draw_top_molecules, rows, figures / 'top_molecules.png', objective)
 

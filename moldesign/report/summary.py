@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from moldesign.report.data import qc_utilization
-from moldesign.report.report import format_top_table, top_molecules, write_report
+from moldesign.report.report import format_top_table, rank_agreement, top_molecules, write_report
 from moldesign.store import SUMMARY, dump_json, load_run
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,13 @@ def write_summary(run_dir: Path, thinker: Any, params: Any, wall_time: float, in
         'interrupted': interrupted, 'errors': errors, 'lost_in_flight': thinker.lost_in_flight,
     }
     summary['top'] = top_molecules(run, n=10)
+    summary['verify_qc'] = params.verify_qc
+    summary['rank_agreement'] = rank_agreement(run)
+    answer = summary['top'][0] if summary['top'] else None
+    summary['answer'] = None if answer is None else {
+        'smiles': answer['smiles'], 'objective': answer['objective'], 'qc': params.qc,
+        'verified': answer.get('verified'), 'verify_qc': params.verify_qc if answer.get('verified') is not None
+        else None}
     dump_json(summary, Path(run_dir) / SUMMARY)
     return summary
 
@@ -51,6 +58,15 @@ def print_summary(run_dir: Path, summary: Dict[str, Any], report: bool = True) -
     """Print the best molecules, the utilization, and (optionally after writing it) the report's path"""
     print(f'\nBest molecules ({summary["objective"]}, kcal/mol) after {summary["evaluated_total"]} QC evaluations:')
     print(format_top_table(summary['top']))
+    answer = summary.get('answer')
+    if answer and answer.get('verified') is not None:
+        agreement = summary.get('rank_agreement')
+        print(f'Answer: {answer["smiles"]}, {answer["verified"]:.2f} at {answer["verify_qc"]} '
+              f'({answer["objective"]:.2f} at {answer["qc"]}); rank agreement of the two levels over the verified '
+              f'molecules: {"n/a (fewer than 3)" if agreement is None else f"{agreement:.2f}"}')
+    elif answer:
+        print(f'Answer: {answer["smiles"]}, {answer["objective"]:.2f} at {answer["qc"]} (not verified at a higher '
+              'level: --verify-qc)')
     utilization = summary.get('qc_utilization')
     util_text = f'{utilization:.3f}' if utilization is not None else 'n/a'
     print(f'QC worker utilization (steered phase): {util_text}; wall time {summary["wall_time"]:.1f} s')

@@ -8,5 +8,6 @@ from moldesign.sample.environment import EMPTY, MoleculeEnv
 from moldesign.sample.generate import (DEFAULT_MAX_STEPS, generate_molecules, greedy_rollouts, neighbourhood,
                                        random_walk)
 
-__all__ = ['DQNAgent', 'MoleculeEnv', 'EMPTY', 'DEFAULT_MAX_STEPS', 'generate_molecules', 'greedy_rollouts', 'neighbourhood',
+__all__ = ['DQNAgent', 'MoleculeEnv', 'EMPTY', 'DEFAULT_MAX_STEPS', 'generate_molecules', 'greedy_rollouts',
+           'neighbourhood',
            'random_walk']

@@ -152,7 +152,8 @@ def _run_episodes(agent: DQNAgent, model, episodes: int, objective: str, max_ste
 
     if episodes:
         logger.info(f'Ran {episodes} episodes: {len(visited)} distinct molecules, epsilon now {agent.epsilon:.3f}, '
-                    f'{agent.train_steps} updates in total, mean loss {np.mean(losses) if losses else float("nan"):.4f}')
+                    f'{agent.train_steps} updates in total, '
+                    f'mean loss {np.mean(losses) if losses else float("nan"):.4f}')
     return list(visited), agent
 
 

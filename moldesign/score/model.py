@@ -6,9 +6,10 @@ contributions; per-atom objectives are derived from it.
 from __future__ import annotations
 
 import logging
-from typing import Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import BayesianRidge
 from sklearn.pipeline import Pipeline
 
@@ -84,3 +85,79 @@ def compute_score(model: Pipeline, smiles: Sequence[str],
         n_atoms = np.array([count_atoms(s) for s in smiles], dtype=float)
         mean, std = mean / n_atoms, std / n_atoms
     return mean, std
+
+
+class SteeringModel(BaseEstimator, RegressorMixin):
+    """What the search believes of a molecule: the search method's energy, corrected toward the verification
+    level, and penalised by the probability that QC fails on it
+
+    ``predict`` returns total atomization energies (kcal/mol), like the group-contribution model it wraps, so that
+    :func:`compute_score` and MolDQN's reward use it unchanged.
+
+    Args:
+        energy: Fitted group-contribution model of the search method's total atomization energy
+        delta: Fitted model of (verified - search) total atomization energy, or None
+        feasibility: Fitted :class:`~moldesign.score.feasibility.FeasibilityModel`, or None
+        penalty: kcal/mol added to the prediction of a molecule certain to fail (see :meth:`failure_weight`)
+    """
+
+    def __init__(self, energy: Pipeline, delta: Optional[Pipeline] = None, feasibility: Any = None,
+                 penalty: float = 0.):
+        self.energy = energy
+        self.delta = delta
+        self.feasibility = feasibility
+        self.penalty = penalty
+
+    def fit(self, X, y=None) -> 'SteeringModel':
+        """The parts are fit by :func:`train_steering_model`; nothing to do here"""
+        return self
+
+    def predict(self, X: Sequence[str], return_std: bool = False):
+        """Predicted total atomization energy (and its standard deviation)"""
+        X = list(X)
+        mean, std = self.energy.predict(X, return_std=True)
+        mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+        if self.delta is not None:
+            d_mean, d_std = self.delta.predict(X, return_std=True)
+            mean, std = mean + d_mean, np.sqrt(std ** 2 + np.asarray(d_std) ** 2)
+        if self.feasibility is not None and self.penalty and len(X):
+            mean = mean + self.failure_weight(X) * self.penalty
+        return (mean, std) if return_std else mean
+
+    def failure_weight(self, X: Sequence[str]) -> np.ndarray:
+        """Share of the penalty each molecule gets: 0 while failure is less likely than success, rising to 1 for a
+        certain failure (an uncertain classifier, early in a run, does not reorder every candidate)"""
+        return np.clip(1. - 2. * self.success_probability(X), 0., 1.)
+
+    def success_probability(self, X: Sequence[str]) -> np.ndarray:
+        """Probability that QC computes each molecule (1 without a feasibility model)"""
+        X = list(X)
+        return np.ones(len(X)) if self.feasibility is None else self.feasibility.predict_proba(X)[:, 1]
+
+
+MIN_VERIFIED = 2
+"""Verified molecules needed before the search corrects its model toward the verification level"""
+
+
+def train_steering_model(training: Sequence[Tuple[str, float]], failures: Sequence[str] = (),
+                         verified: Sequence[Tuple[str, float]] = (), penalty_scale: float = 2.) -> SteeringModel:
+    """Fit everything the search learns from its results
+
+    Args:
+        training: (SMILES, total atomization energy, kcal/mol) of every molecule computed by the search method
+        failures: Molecules whose QC failed (embedding, relaxation, SCF, ...)
+        verified: (SMILES, verified minus search total atomization energy, kcal/mol) of verified molecules
+        penalty_scale: The failure penalty, in standard deviations of the training energies
+    Returns:
+        The model
+    """
+    smiles = [s for s, _ in training]
+    values = [v for _, v in training]
+    energy = train_model(smiles, values)
+    delta = train_model([s for s, _ in verified], [d for _, d in verified]) if len(verified) >= MIN_VERIFIED else None
+    feasibility, penalty = None, 0.
+    if failures:
+        from moldesign.score.feasibility import FeasibilityModel
+        feasibility = FeasibilityModel().fit(smiles + list(failures), [True] * len(smiles) + [False] * len(failures))
+        penalty = penalty_scale * float(np.std(values))
+    return SteeringModel(energy, delta, feasibility, penalty)

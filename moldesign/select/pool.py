@@ -12,7 +12,8 @@ A :class:`CandidatePool` (ExaMol's ``Selector``, here) owns the selection policy
 - **queue policy**: ``recency`` (the original application's): the most recent batch first, best rank within it,
   older batches as the fallback; each batch holds the best ``batch_size`` candidates of its screening.
   ``rerank``: every screening re-ranks the whole pool with the newest model and the ranked pool becomes the queue;
-- **exclusion**: a molecule dispensed once (computed, in flight, or failed) is never dispensed again.
+- **exclusion**: a molecule dispensed once (computed, in flight, or failed) is never dispensed again, nor is a
+  candidate the screening could not embed in 3D.
 
 Thread-safe; no queues or tasks here (the thinker does the plumbing), so it is unit-tested directly.
 """
@@ -88,6 +89,8 @@ class CandidatePool:
         self._pool: Dict[str, str] = {}  # Every candidate not dispensed -> source (insertion order: oldest first)
         self._unranked: Dict[str, str] = {}  # Candidates no screening has seen yet
         self._expanded: Dict[str, int] = {}  # Molecule -> depth of the neighbourhood already enumerated
+        self._embeddable: set = set()  # Candidates a screening found embeddable in 3D
+        self.infeasible: set = set()  # Candidates that cannot be embedded: never dispensed
         self._counter = itertools.count()
 
     # ------------------------------------------------------------------ adding
@@ -166,6 +169,11 @@ class CandidatePool:
         with self._cond:
             return dict(self._pool) if self.policy == 'rerank' else dict(self._unranked)
 
+    def embeddable(self, smiles: Iterable[str]) -> List[str]:
+        """Those of the molecules that a screening already found embeddable (they need no new check)"""
+        with self._cond:
+            return [s for s in smiles if s in self._embeddable]
+
     @property
     def has_unranked(self) -> bool:
         """Whether candidates wait for a screening"""
@@ -186,6 +194,13 @@ class CandidatePool:
         """
         scores = acquisition_scores(ranking.mean, ranking.std, self.acquisition, best)
         with self._cond:
+            self._embeddable.update(ranking.feasible)
+            self.infeasible.update(ranking.infeasible)
+            self._taken.update(ranking.infeasible)
+            for smiles in ranking.infeasible:
+                self._pool.pop(smiles, None)
+            for smiles in ranking.smiles:  # Ranked, even those dropped below (else the baseline screens forever)
+                self._unranked.pop(smiles, None)
             batch = self.next_batch
             if ranking.smiles:
                 self.next_batch += 1
@@ -209,8 +224,6 @@ class CandidatePool:
             for smiles, source in new.items():
                 if smiles not in gone:
                     self._pool.setdefault(smiles, source)
-            for smiles in [s for s in self._unranked if s in ranked]:
-                del self._unranked[smiles]
             if self.policy == 'recency':
                 for candidate, entry in zip(queued, entries):
                     if candidate.smiles not in gone:

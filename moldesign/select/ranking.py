@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from moldesign.sample import neighbourhood
-from moldesign.score import compute_score, train_model
+from moldesign.score import compute_score, train_steering_model
+from moldesign.simulate.embed import can_embed
 
 logger = logging.getLogger(__name__)
 
@@ -28,39 +29,50 @@ class Ranking:
     sources: List[str]
     """Source of each candidate: as given, or ``neighbours`` for molecules found by the expansion"""
     mean: np.ndarray
-    """Predicted objective of each candidate (kcal/mol or kcal/mol per atom)"""
+    """Predicted objective of each candidate (kcal/mol or kcal/mol per atom; likely QC failures penalised)"""
     std: np.ndarray
     """Standard deviation of each prediction"""
     model: Any
-    """The fitted model (also the reward of the next MolDQN call)"""
+    """The fitted :class:`~moldesign.score.model.SteeringModel` (also the reward of the next MolDQN call)"""
     n_train: int
     """Molecules the model was fit on"""
     expanded: Dict[str, int] = field(default_factory=dict)
     """Molecules whose neighbourhoods were enumerated, and to what depth"""
+    feasible: List[str] = field(default_factory=list)
+    """Candidates checked here that RDKit embeds in 3D"""
+    infeasible: List[str] = field(default_factory=list)
+    """Candidates checked here that RDKit cannot embed: never to be computed"""
     timings: Dict[str, float] = field(default_factory=dict)
-    """Seconds spent fitting, expanding and predicting"""
+    """Seconds spent fitting, expanding, predicting and checking"""
 
 
 def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[str, str], objective: str,
-                    expand: Optional[Mapping[str, int]] = None) -> Ranking:
-    """Fit a group-contribution model on every computed molecule and predict the candidates
+                    expand: Optional[Mapping[str, int]] = None, failures: Sequence[str] = (),
+                    verified: Sequence[Tuple[str, float]] = (), check_top: int = 0,
+                    checked: Collection[str] = ()) -> Ranking:
+    """Fit the search's model on every computed molecule and predict the candidates
 
     Args:
         training: (SMILES, total atomization energy in kcal/mol) of every successfully computed molecule
         candidates: Candidate SMILES -> source (``moldqn``, ``neighbours``, ...)
         objective: Objective to predict (``atomization_energy`` or ``atomization_energy_per_atom``)
         expand: Molecules whose neighbourhoods (1 or 2 edits away, by depth) join the candidates
+        failures: Molecules whose QC failed (the model learns which candidates are likely to fail)
+        verified: (SMILES, verified minus search total atomization energy) of the molecules verified at a higher
+            level (the model is corrected toward that level)
+        check_top: Try an RDKit embedding of this many of the best-predicted candidates (those not in ``checked``)
+        checked: Candidates already found embeddable
     Returns:
         The ranking (candidates and new neighbours, predicted)
     """
     timings = {}
     start = time.perf_counter()
-    model = train_model([s for s, _ in training], [v for _, v in training])
+    model = train_steering_model(training, failures, verified)
     timings['fit'] = time.perf_counter() - start
 
     start = time.perf_counter()
     found: Dict[str, str] = dict(candidates)
-    done = {s for s, _ in training}
+    done = {s for s, _ in training} | set(failures)
     for smiles, depth in (expand or {}).items():
         for neighbour in neighbourhood(smiles, depth):
             if neighbour not in found and neighbour not in done:
@@ -71,10 +83,23 @@ def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[s
     smiles = list(found)
     mean, std = compute_score(model, smiles, objective)
     timings['predict'] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    feasible, infeasible = [], []
+    if check_top:
+        known = set(checked)
+        for i in np.argsort(mean, kind='stable'):
+            if len(feasible) + len(infeasible) >= check_top:
+                break
+            if smiles[i] not in known:
+                (feasible if can_embed(smiles[i]) else infeasible).append(smiles[i])
+    timings['check'] = time.perf_counter() - start
     logger.info(f'Ranked {len(smiles)} candidates ({len(smiles) - len(candidates)} new neighbours) with a model '
-                f'fit on {len(training)} molecules')
+                f'fit on {len(training)} molecules; {len(infeasible)} of {len(feasible) + len(infeasible)} checked '
+                'cannot be embedded')
     return Ranking(smiles=smiles, sources=[found[s] for s in smiles], mean=np.asarray(mean), std=np.asarray(std),
-                   model=model, n_train=len(training), expanded=dict(expand or {}), timings=timings)
+                   model=model, n_train=len(training), expanded=dict(expand or {}), feasible=feasible,
+                   infeasible=infeasible, timings=timings)
 
 
 def warm_up(agent: Any = None) -> Dict[str, float]:

@@ -181,7 +181,8 @@ def compute_atomization_energy(smiles: str, spec: QCSpec, reference_energies: Ma
         raise QCFailure(f'{smiles}: {spec.name} returned a non-finite energy')
     xyz_out = qcel_to_xyz(result.molecule, comment=smiles)
     if not bonds_preserved(smiles, xyz_out):
-        raise QCFailure(f'{smiles}: bonds broke during the {spec.name} relaxation (not a stable molecule with this method)')
+        raise QCFailure(f'{smiles}: bonds broke during the {spec.name} relaxation '
+                        '(not a stable molecule with this method)')
 
     reference = sum(n * float(reference_energies[e]) for e, n in counts.items())
     atomization_hartree = float(result.energy) - reference

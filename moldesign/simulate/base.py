@@ -103,7 +103,8 @@ def get_spec(name: str, **keywords) -> QCSpec:
         method, basis = 'gfn2-xtb', None
     else:
         if len(parts) != 3 or not parts[1] or not parts[2]:
-            raise ValueError(f'QC specification {name!r} must be "{program}/<method>/<basis>", e.g. "{program}/hf/sto-3g"')
+            raise ValueError(f'QC specification {name!r} must be "{program}/<method>/<basis>", '
+                             f'e.g. "{program}/hf/sto-3g"')
         method, basis = parts[1].lower(), parts[2].lower()
     unknown = sorted(set(keywords) - set(KNOWN_KEYWORDS.get(program, keywords)))
     if unknown:

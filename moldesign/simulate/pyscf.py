@@ -101,7 +101,8 @@ def _make_method(molecule: qcel.models.Molecule, spec: QCSpec):
             from pyscf.dft import libxc
             libxc.parse_xc(method)
         except Exception:
-            raise QCFailure(f'PySCF does not know the method {spec.method!r} (use hf or an XC functional name)') from None
+            raise QCFailure(f'PySCF does not know the method {spec.method!r} '
+                            '(use hf or an XC functional name)') from None
     if kw.get('density_fit', True):
         mf = mf.density_fit()
     mf.conv_tol = float(kw.get('conv_tol', 1e-9))

@@ -266,6 +266,9 @@ class Campaign:
                 kill_process_tree(server.pid)
             os._exit(EXIT_INTERRUPTED)
 
+        from moldesign.steer.watch import BlockWatch
+        watch = BlockWatch(self.run_dir, self.config_module, thinker.silent_executors,
+                           after=self.options.block_pending_warning)
         main_thread = threading.current_thread() is threading.main_thread()
         previous = {s: signal.signal(s, _on_signal) for s in SIGNALS} if main_thread else {}
         start = time.monotonic()
@@ -275,6 +278,7 @@ class Campaign:
             thinker.start()
             while thinker.is_alive():
                 thinker.join(0.25)
+                watch.check()
                 if not server.is_alive() and thinker.is_alive() and not thinker.aborted.is_set():
                     thinker.abort(f'the task server exited unexpectedly (exit code {server.exitcode}); '
                                   f'see {self.run_dir / files.RUNTIME_LOG} and {self.run_dir / files.PARSL_DIR}')

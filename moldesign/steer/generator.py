@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 N_STARTS = 8
 """MolDQN episodes start from the best molecules computed so far (this many) and from the empty molecule"""
+MIN_CHECKS, MAX_CHECKS = 32, 256
+"""Candidates at the head of the ranking whose 3D embedding a screening tries: twice the QC slots, within these"""
 MAX_ML_FAILURES = 3
 """Consecutive failures of an ML method that end the run"""
 
@@ -84,10 +86,10 @@ class GeneratorAgent:
         """Steering starts as soon as a model can be fit, so the queue is ready when the initial population ends"""
         if not self.ready.is_set():
             return False
-        if len(self.db.training_set()) >= 2:
+        if self.db.n_successes >= 2:
             return True
         if not self.in_flight and not self.pool.depth('initial') and self.db.n_initial >= len(self.initial_smiles):
-            raise RunAborted(f'Only {len(self.db.training_set())} molecule(s) computed successfully: '
+            raise RunAborted(f'Only {self.db.n_successes} molecule(s) computed successfully: '
                              'too few to train a model')
         return False
 
@@ -100,7 +102,7 @@ class GeneratorAgent:
     def _maybe_screen(self) -> None:
         if self._screening is not None or time.monotonic() - self._last_screening < self.params.rerank_interval:
             return
-        n_train = len(self.db.training_set())
+        n_train = self.db.n_successes
         expand = self.pool.expansions([s for _, s in self.db.best(N_STARTS)]) \
             if 'neighbours' in self.params.sources else {}
         rerank = self.params.queue_policy == 'rerank' and len(self.pool) and \
@@ -109,7 +111,12 @@ class GeneratorAgent:
             return
         training = self.db.training_set()
         candidates = self.pool.to_screen()
-        task_id = self.queues.send_inputs(training, candidates, self.params.objective, input_kwargs={'expand': expand},
+        slots = self.params.qc_workers + self.params.qc_prefetch
+        options = {'expand': expand, 'failures': self.db.failures(),
+                   'verified': self.db.verified_deltas() if self.params.verify_learn else [],
+                   'check_top': min(MAX_CHECKS, max(MIN_CHECKS, 2 * slots)),
+                   'checked': self.pool.embeddable(candidates)}
+        task_id = self.queues.send_inputs(training, candidates, self.params.objective, input_kwargs=options,
                                           method='rank_candidates', topic='ML', keep_inputs=False,
                                           task_info={'n_train': len(training), 'n_candidates': len(candidates)})
         self._screening = (task_id, expand)
@@ -133,6 +140,8 @@ class GeneratorAgent:
 
     def _handle(self, result: Result) -> None:
         """Take an ML result: MolDQN's molecules join the pool; a screening becomes the queue's next batch"""
+        if self.first_result['ml'] is None:
+            self.first_result['ml'] = time.monotonic()
         if result.method == 'warm_up':
             logger.info(f'ML worker warmed up: {result.value if result.success else failure_message(result)}')
         elif result.method == 'generate_molecules':
@@ -163,7 +172,8 @@ class GeneratorAgent:
             self.store.append(SCREENING_RECORDS, task_record(
                 result, batch=queued[0].batch if queued else None, policy=self.params.queue_policy,
                 n_candidates=len(ranking.smiles), n_queued=len(queued), n_train=ranking.n_train,
-                expanded=ranking.expanded, timings=ranking.timings,
+                expanded=ranking.expanded, timings=ranking.timings, infeasible=ranking.infeasible,
+                n_checked=len(ranking.feasible) + len(ranking.infeasible),
                 selected=[{'smiles': c.smiles, 'predicted': c.predicted, 'predicted_std': c.predicted_std,
                            'rank': c.rank, 'source': c.source} for c in queued[:16]]))
             self._ml_ok(result)

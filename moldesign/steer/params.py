@@ -25,6 +25,13 @@ QUEUE_POLICIES = ('rerank', 'recency')
 ACQUISITIONS = ('greedy', 'ucb', 'ei')
 """How a candidate's predicted mean and uncertainty become its score (see :mod:`moldesign.select.acquisition`)"""
 DEFAULT_SEARCH_SIZE = 32
+DEFAULT_VERIFY_QC = 'pyscf/b3lyp/6-31g*//xtb'
+"""The verification of a GFN2-xTB search by default: B3LYP (QM9's functional) on the GFN2-xTB geometry, in a basis
+small enough for a laptop (1-2 min per 9-heavy-atom molecule on one core) that still exposes GFN2-xTB's artefacts
+(O=C1OC(=O)C(=O)O1: -166.3 kcal/mol per atom with GFN2-xTB, -125.2 with B3LYP/6-31G*, -127.2 in QM9's basis)"""
+DEFAULT_VERIFY_KEYWORDS = {'cartesian': False}
+"""Spherical d functions for the default verification: 1.6 times faster than the Cartesian ones of QM9's Gaussian"""
+DEFAULT_VERIFY_TOP = 2
 
 
 class RunParams(BaseModel):
@@ -61,8 +68,9 @@ class RunParams(BaseModel):
     verify_qc: Optional[str] = Field(None, description='Higher-level QC specification that verifies the best')
     verify_keywords: Dict[str, Any] = Field(default_factory=dict)
     verify_top: int = Field(0, ge=0, description='Verify every molecule that enters the top K by the search method')
-    verify_share: float = Field(0.5, gt=0, le=1, description='Largest share of QC time spent on verification '
-                                                             'while the search runs')
+    verify_learn: bool = Field(True, description='Correct the search\'s model toward the verified values')
+    verify_share: float = Field(0.5, ge=0, le=1, description='Largest share of the QC workers verifying while the '
+                                                             'search runs')
 
     config: str = Field('local', description='Parsl configuration: name in config/ or path to a .py file')
     redishost: Optional[str] = None
@@ -118,4 +126,4 @@ class SessionOptions:
     redis_password: Optional[str] = None
     """Password of the Redis server (never written to disk)"""
     block_pending_warning: float = 300.
-    """Seconds a batch job may wait in the scheduler's queue before the console says so"""
+    """Seconds an executor may stay without any result before the console says why (0: never)"""

@@ -151,10 +151,21 @@ class ResultDatabase:
                     return i
             return None
 
+    @property
+    def n_successes(self) -> int:
+        """Molecules computed successfully (the size of the training set)"""
+        with self.lock:
+            return len(self._train)
+
     def training_set(self) -> List[Tuple[str, float]]:
         """(SMILES, total atomization energy) of every successfully computed molecule"""
         with self.lock:
             return list(self._train)
+
+    def failures(self) -> List[str]:
+        """Molecules whose QC failed"""
+        with self.lock:
+            return list(self._failed)
 
     def verified_deltas(self) -> List[Tuple[str, float]]:
         """(SMILES, verified minus search-level atomization energy in kcal/mol) of every verified molecule"""

@@ -88,12 +88,13 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         self.in_flight: Dict[str, List[Candidate]] = {}  # Colmena task id -> molecules
         self.n_steered_submitted = 0
         self.verify_in_flight = 0
-        self.busy = {'search': 0., 'verify': 0.}  # QC compute seconds by lane kind
         self.geometries: Dict[str, str] = {}  # Relaxed XYZ of the molecules queued for verification
         self.model = None  # Newest surrogate model (from the last screening)
         self.batches_done = self.reranks = self.queue_ran_dry = 0
         self._evaluations = itertools.count(1)
         self._ml_failures = {'generate_molecules': 0, 'rank_candidates': 0}
+
+        self.first_result: Dict[str, Optional[float]] = {'qc': None, 'ml': None}  # When each executor answered
 
         self.stop_requested = threading.Event()
         self.aborted = threading.Event()
@@ -105,12 +106,21 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         self._unsynced_cond = threading.Condition()
         self._sync_lock = threading.Lock()
 
-        for record in previous:
-            self.db.add(record)
+        search = [r for r in previous if r.get('phase') != 'verify']
+        verified = [r for r in previous if r.get('phase') == 'verify']
+        for record in search:
+            entered = self.db.add(record)
             self.n_steered_submitted += record.get('phase') == 'steered'
+            if entered and record.get('success'):
+                self.geometries[record['smiles']] = record['value']['xyz']
+        for record in verified:
+            self.db.add_verified(record['smiles'], record)
         self._evaluations = itertools.count(self.db.n_evaluations + 1)
-        verified = [r['smiles'] for r in previous if r.get('phase') == 'verify']
-        self.pool.mark_taken([r['smiles'] for r in previous if r.get('phase') != 'verify'], verified)
+        self.pool.mark_taken([r['smiles'] for r in search], [r['smiles'] for r in verified])
+        if verify_spec is not None:  # The best molecules of an earlier part of the run may still need verifying
+            for _, smiles in self.db.best(params.verify_top):
+                if self.db.entries[smiles].verified is None:
+                    self.pool.push_verify(smiles)
         self.initial_smiles = [s for s in dict.fromkeys(initial_smiles) if s not in self.db]
 
     # ------------------------------------------------------------------ control
@@ -133,8 +143,9 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
             return self.params.search_size - self.n_steered_submitted
 
     def _verifying(self) -> bool:
+        """Whether verification is on and its reference energies are known"""
         return self.verify_spec is not None and self.params.verify_top > 0 and \
-            self.verify_spec.name in self.references
+            len(self.references.get(self.verify_spec.name, {})) == len(ELEMENTS)
 
     def finished(self) -> bool:
         """Whether the campaign's work is done: budget spent (or nothing left to try), best molecules verified"""
@@ -230,6 +241,8 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         released at once, so the next tasks go out without waiting for the disk; the ``syncer`` syncs each group
         and only then do the results count (dictionary, steering, verification, progress).
         """
+        if self.first_result['qc'] is None:
+            self.first_result['qc'] = time.monotonic()
         done, slots = [], 0
         try:
             for result in results:
@@ -333,11 +346,7 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         """Put a molecule's record into the dictionary and release its slot"""
         if record['phase'] == 'reference':
             return
-        kind = 'verify' if record['phase'] == 'verify' else 'search'
-        stamps = record['timestamp']
-        if stamps.get('compute_started') and stamps.get('compute_ended'):
-            self.busy[kind] += max(0., stamps['compute_ended'] - stamps['compute_started'])
-        if kind == 'verify':
+        if record['phase'] == 'verify':
             self.db.add_verified(record['smiles'], record)
             return
         entered = self.db.add(record)
@@ -394,13 +403,16 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         return found
 
     def _verify_allowed(self) -> bool:
+        """Verification takes at most ``verify_share`` of the QC workers while the search runs, all of them after
+
+        With one QC worker the share is no worker: a verification (minutes of DFT) would stall a search of
+        sub-second tasks, so it waits for the search to end.
+        """
         if not self._verifying() or not self.pool.depth('verify'):
             return False
         if self._budget_left() <= 0 or self.steering_done.is_set():
             return True
-        cap = max(1, int(self.params.verify_share * self.params.qc_workers))
-        spent = self.busy['verify'] + self.busy['search']
-        return self.verify_in_flight < cap and self.busy['verify'] <= self.params.verify_share * spent
+        return self.verify_in_flight < int(self.params.verify_share * self.params.qc_workers)
 
     def _submit(self, candidates: List[Candidate]) -> None:
         lane = candidates[0].lane
@@ -427,6 +439,10 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         return {'smiles': candidate.smiles, 'phase': phase, 'batch': candidate.batch, 'rank': candidate.rank,
                 'predicted': candidate.predicted, 'predicted_std': candidate.predicted_std,
                 'source': candidate.source, 'qc_spec': spec.name}
+
+    def silent_executors(self) -> Dict[str, Optional[float]]:
+        """When each executor first answered (None: not yet); ML is expected only once QC has answered"""
+        return {'qc': self.first_result['qc']} if self.first_result['qc'] is None else dict(self.first_result)
 
     # ------------------------------------------------------------------ progress
     def progress_state(self, phase: Optional[str] = None) -> ProgressState:

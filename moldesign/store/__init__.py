@@ -10,7 +10,8 @@ never loses a completed QC result. JSON documents are written atomically (tempor
 - :func:`load_run` reads a run (finished or interrupted) into a :class:`RunData`, for restarts and reports.
 """
 from moldesign.store.files import (AGENT, FIGURES, FILES, HOST_INFO, INITIAL_MOLECULES, LOCK, MONITORING_DB,
-                                   PARSL_CONFIG, PARSL_DIR, QC_SPEC, RECORD_FILES, REFERENCE_ENERGIES, REPORT, RL_RECORDS,
+                                   PARSL_CONFIG, PARSL_DIR, QC_SPEC, RECORD_FILES, REFERENCE_ENERGIES, REPORT,
+                                   RL_RECORDS,
                                    RUN_PARAMS, RUNTIME_LOG, SCREENING_RECORDS, SIMULATION_RECORDS, SUMMARY,
                                    DiskFullError, RunFileError, RunLocked, dump_json, get_host_info, make_run_name,
                                    read_json, read_jsonl, repair_jsonl, to_strict_json, write_atomic)

@@ -21,7 +21,7 @@ import psutil
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = ('--initial-count', '4', '--search-size', '6', '--rl-episodes', '2', '--quiet')
+SMALL = ('--initial-count', '4', '--search-size', '6', '--rl-episodes', '2', '--quiet', '--verify-qc', 'none')
 """A campaign of a minute: 5 reference atoms, 4 initial and 6 steered molecules, GFN2-xTB"""
 ELEMENTS = ['C', 'F', 'H', 'N', 'O']
 
@@ -54,7 +54,8 @@ def copy_config(name: str, dest: Path, **constants) -> Path:
 
 
 def test_config(name: str, dest: Path, **constants) -> Path:
-    """A copy of a cluster configuration for the emulated cluster: loopback address, 1 core per node, short heartbeats"""
+    """A copy of a cluster configuration for the emulated cluster: loopback address, 1 core per node, short
+    heartbeats"""
     values = dict(ADDRESS='127.0.0.1', CORES_PER_NODE=1, HEARTBEAT_PERIOD=5)
     if name == 'slurm':
         values.update(PARTITION='debug', ENV_ACTIVATION=env_activation(), WALLTIME='00:15:00')
@@ -189,7 +190,8 @@ class Watcher(threading.Thread):
                 self.steps[parts[1]] = parts[2]
         for proc in psutil.process_iter(['pid', 'cmdline']):
             cmdline = ' '.join(proc.info['cmdline'] or [])
-            if 'process_worker_pool' in cmdline and self.marker in cmdline and proc.info['pid'] not in self.manager_nodes:
+            if 'process_worker_pool' in cmdline and self.marker in cmdline \
+                    and proc.info['pid'] not in self.manager_nodes:
                 try:
                     self.manager_nodes[proc.info['pid']] = proc.environ().get('SLURMD_NODENAME')
                 except (psutil.NoSuchProcess, psutil.AccessDenied):

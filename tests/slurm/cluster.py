@@ -41,7 +41,8 @@ SBIN_DIRS = ('/usr/sbin', '/sbin')
 
 
 def _which(program: str, search_path: Optional[str] = None) -> Optional[str]:
-    path = (os.environ.get('PATH', '') if search_path is None else search_path) + os.pathsep + os.pathsep.join(SBIN_DIRS)
+    path = (os.environ.get('PATH', '') if search_path is None else search_path) + os.pathsep \
+        + os.pathsep.join(SBIN_DIRS)
     return shutil.which(program, path=path)
 
 

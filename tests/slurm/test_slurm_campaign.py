@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -177,6 +178,34 @@ def test_nonexistent_partition_fails_fast_with_one_line(slurm, tmp_path):
     assert len(named) == 1, stderr
     assert 'partition' in named[0].lower()
     assert not slurm.jobs()
+
+
+# ---------------------------------------------------------------------- a block that never starts
+def test_a_pending_block_is_explained_on_the_console(slurm, tmp_path):
+    """Two --exclusive jobs on a one-node partition: the ml job pends for Resources; the console says so, naming
+    the job and Slurm's reason, instead of a silent wait (then Ctrl-C ends the run and cancels both jobs)"""
+    config = test_config('slurm', tmp_path / 'ex.py', PARTITION='single', EXCLUSIVE=True)
+    proc = start_run(tmp_path, slurm.conf, '--config', str(config), *SMALL, '--pending-warning', '10')
+    lines: list = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not any('No result from the ml workers' in line for line in lines):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    warning = [line for line in lines if 'No result from the ml workers' in line]
+    assert warning, ''.join(lines)[-3000:]
+    assert 'PENDING (Resources)' in warning[0] and 'EXCLUSIVE' in warning[0], warning[0]
+    assert not any('No result from the qc workers' in line and 'PENDING' in line for line in lines)  # QC ran
+    assert reference_records(only_run_dir(tmp_path))  # ... and computed
+    assert proc.returncode == 130
+    assert not wait_jobs_gone(slurm, [j['id'] for j in slurm.jobs()])
 
 
 # ---------------------------------------------------------------------- one allocation split between executors
