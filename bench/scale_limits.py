@@ -35,6 +35,8 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+common.use_this_checkout()
+
 import numpy as np  # noqa: E402
 
 PARTS = ('queues', 'parsl', 'records')
