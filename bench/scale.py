@@ -59,8 +59,11 @@ GRID = ((64, 1.), (64, 10.), (256, 1.), (256, 10.), (1024, 1.), (1024, 10.))
 QUICK = ((64, 1.),)
 TARGET_UTILIZATION = 0.95
 TARGET_P99_MS = 50.
-AGENTS = ('consumer', 'submit_qc', 'steer')
-"""The thinker's agent threads, recognised by a function of that name on their stack"""
+AGENTS = {'consumer': 'consumer', 'submit_qc': 'submit_qc', '_task_submitter_agent': 'submit_qc',
+          'syncer': 'syncer', 'steer': 'steer'}
+"""The thinker's agent threads, recognised by a function on their stack: function name -> agent"""
+RESULT_PATH = ('consumer', 'submit_qc', 'syncer')
+"""The agents that handle each QC result (record, slot, submission, sync); ``steer`` handles ML results"""
 
 
 # ---------------------------------------------------------------------------------------------- configuration
@@ -92,6 +95,7 @@ class CpuSampler(threading.Thread):
         super().__init__(daemon=True, name='cpu-sampler')
         self.period = period
         self.samples: List[Dict[str, float]] = []
+        self._agents: Dict[int, str] = {}
         self._halt = threading.Event()
 
     def stop(self) -> None:
@@ -112,16 +116,17 @@ class CpuSampler(threading.Thread):
             except Exception as exc:  # A process ended between listing and reading it
                 logger.debug(f'CPU sample skipped: {exc}')
 
-    @staticmethod
-    def _agent_of_threads() -> Dict[int, str]:
-        """Native thread id -> agent name, from the functions on each thread's stack"""
+    def _agent_of_threads(self) -> Dict[int, str]:
+        """Native thread id -> agent name, from the functions on each thread's stack (a thread keeps its agent)"""
         frames = sys._current_frames()
-        found = {}
+        found = self._agents
         for thread in threading.enumerate():
+            if thread.native_id in found:
+                continue
             frame = frames.get(thread.ident)
             while frame is not None:
                 if frame.f_code.co_name in AGENTS:
-                    found[thread.native_id] = frame.f_code.co_name
+                    found[thread.native_id] = AGENTS[frame.f_code.co_name]
                     break
                 frame = frame.f_back
         return found
@@ -174,6 +179,7 @@ class Timings:
 
     def __init__(self):
         self.events: Dict[str, List[Tuple[float, float, int]]] = {}  # name -> (start, seconds, size)
+        self.dry: List[float] = []  # When the QC submitter found the steered queue empty (unix seconds)
         self._lock = threading.Lock()
 
     def wrap(self, name: str, func, size=lambda *a, **k: 1):
@@ -218,6 +224,14 @@ class Timings:
         thinker._handle = self.wrap('ml_handle', thinker._handle)
         thinker.pool.apply_ranking = self.wrap('apply_ranking', thinker.pool.apply_ranking,
                                                lambda ranking, best=None: len(ranking.smiles))
+        pop = thinker.pool.pop
+
+        def pop_watching_for_dry(lane: str):
+            candidate = pop(lane)
+            if candidate is None and lane == 'steered':
+                self.dry.append(time.time())  # The submitter found no candidate to submit
+            return candidate
+        thinker.pool.pop = pop_watching_for_dry
         send = thinker.queues.send_inputs
 
         def send_inputs(*args, **kwargs):
@@ -323,14 +337,32 @@ def refill_latencies(tasks: Sequence[dict], slots: int, start: float, end: float
         stamp: Timestamp of the result (``result_received``: the thinker has parsed it; ``result_sent``: the
             task server sent it)
     """
+    first, later = refill_pairs(tasks, slots, start, end, stamp)
+    return later - first
+
+
+def refill_pairs(tasks: Sequence[dict], slots: int, start: float, end: float, stamp: str = 'result_received'
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """(time of the k-th result, time of the submission that took its slot), for submissions in [start, end]
+
+    See :func:`refill_latencies`.
+    """
     created = np.sort([c for r in tasks if (c := _t(r, 'created')) is not None])
     released = np.sort([c for r in tasks if (c := _t(r, stamp)) is not None])
     n = min(len(created) - slots, len(released))
     if n <= 0:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     later, first = created[slots:slots + n], released[:n]
     keep = (later >= start) & (later <= end)
-    return later[keep] - first[keep]
+    return first[keep], later[keep]
+
+
+def waited_for_candidates(first: np.ndarray, later: np.ndarray, dry: Sequence[float]) -> np.ndarray:
+    """Which refills waited for candidates: the submitter found the queue empty between result and submission"""
+    dry = np.sort(np.asarray(dry, dtype=float))
+    if not len(dry) or not len(first):
+        return np.zeros(len(first), dtype=bool)
+    return np.searchsorted(dry, later, side='right') > np.searchsorted(dry, first, side='left')
 
 
 def rerank_table(screening: Sequence[dict], bins: int = 4) -> List[Dict[str, float]]:
@@ -375,6 +407,8 @@ def analyse(run_dir: Path, slots: int, workers: int, mean_time: float, samples: 
     window = end - start
     received = [t for r in tasks if (t := _t(r, 'result_received')) is not None and start <= t <= end]
     lat = refill_latencies(tasks, slots, start, end)
+    waited = waited_for_candidates(*refill_pairs(tasks, slots, start, end), timings.dry if timings else [])
+    fed = lat[~waited]  # Refills that found a candidate queued: the thinker's own latency
     lat_sent = refill_latencies(tasks, slots, start, end, 'result_sent')
     shares = cpu_shares(samples, start, end)
     n_results = len(received)
@@ -387,12 +421,17 @@ def analyse(run_dir: Path, slots: int, workers: int, mean_time: float, samples: 
         'latency_p50_ms': float(np.percentile(lat, 50) * 1e3) if len(lat) else None,
         'latency_p99_ms': float(np.percentile(lat, 99) * 1e3) if len(lat) else None,
         'latency_max_ms': float(lat.max() * 1e3) if len(lat) else None,
+        'latency_fed_p50_ms': float(np.percentile(fed, 50) * 1e3) if len(fed) else None,
+        'latency_fed_p99_ms': float(np.percentile(fed, 99) * 1e3) if len(fed) else None,
+        'refills_waiting_for_candidates': int(waited.sum()), 'refills': int(len(lat)),
         'latency_sent_p50_ms': float(np.percentile(lat_sent, 50) * 1e3) if len(lat_sent) else None,
         'latency_sent_p99_ms': float(np.percentile(lat_sent, 99) * 1e3) if len(lat_sent) else None,
         'cpu': shares,
         'thinker_cpu_ms_per_result': shares.get('thinker', np.nan) * window / n_results * 1e3 if n_results else None,
         'task_server_cpu_ms_per_result': shares.get('task_server', np.nan) * window / n_results * 1e3
         if n_results else None,
+        'result_path_cpu_ms_per_result': sum(shares.get(f'thread:{a}', 0.) for a in RESULT_PATH) * window
+        / n_results * 1e3 if n_results else None,
         'n_screenings': len(run.screening), 'n_moldqn': len(run.rl),
         'steered_by_source': dict(Counter(r.get('source') for r in run.molecule_records
                                           if r.get('phase') == 'steered')),
@@ -449,7 +488,7 @@ def run_cell(work: Path, slots: int, mean_time: float, duration: float, oracle, 
                                                      parsl_config=config,
                                                      methods={'qc': qc.methods(), 'ml': ml_methods()})
     sampler = CpuSampler()
-    feeder = LibraryFeeder(campaign, table[slots + 16:], target=min(19000, max(4 * slots, int(rate * 30)))) \
+    feeder = LibraryFeeder(campaign, table[slots + 16:], target=min(19000, max(4 * slots, int(rate * 120)))) \
         if library else None
     sampler.start()
     timings.watch_gc()
@@ -483,10 +522,14 @@ def print_cell(f: Dict[str, Any]) -> None:
           f'{f["window_s"]:.0f} s; result->submission p50 {_fmt(f["latency_p50_ms"], ".1f")} ms, p99 '
           f'{_fmt(f["latency_p99_ms"], ".1f")} ms (from result_sent: p50 {_fmt(f["latency_sent_p50_ms"], ".1f")}, '
           f'p99 {_fmt(f["latency_sent_p99_ms"], ".1f")}); queue ran dry {f.get("queue_ran_dry")}', flush=True)
+    print(f'  refills that found a candidate queued: p50 {_fmt(f.get("latency_fed_p50_ms"), ".1f")} ms, p99 '
+          f'{_fmt(f.get("latency_fed_p99_ms"), ".1f")} ms ({f.get("refills_waiting_for_candidates")} of '
+          f'{f.get("refills")} refills waited for candidates: the pool was not re-ranked yet)', flush=True)
     threads = ', '.join(f'{k.split(":")[1]} {v:.2f}' for k, v in cpu.items() if k.startswith('thread:'))
     print(f'  CPU (cores): thinker {_fmt(cpu.get("thinker"), ".2f")} ({threads}), task server + simulated QC '
           f'{_fmt(cpu.get("task_server"), ".2f")}, ML workers {_fmt(cpu.get("ml"), ".2f")}; thinker '
-          f'{_fmt(f.get("thinker_cpu_ms_per_result"), ".2f")} ms CPU per result; load average '
+          f'{_fmt(f.get("thinker_cpu_ms_per_result"), ".2f")} ms CPU per result (consumer + submitter + syncer '
+          f'{_fmt(f.get("result_path_cpu_ms_per_result"), ".2f")} ms); load average '
           f'{_fmt(cpu.get("load"), ".1f")}; {f["n_screenings"]} screenings, {f["n_moldqn"]} MolDQN calls; '
           f'steered molecules by source '
           f'{f.get("steered_by_source")} (library molecules added {f.get("library_added")})', flush=True)
@@ -504,12 +547,14 @@ def print_cell(f: Dict[str, Any]) -> None:
 def print_table(cells: Sequence[Dict[str, Any]]) -> None:
     print()
     print(f'{"N":>5s} {"T_s":>4s} {"util":>6s} {"whole":>6s} {"res/s":>7s} {"p50_ms":>7s} {"p99_ms":>7s} '
-          f'{"thinker":>7s} {"ms/res":>6s} {"server":>6s} {"ml":>5s} {"load":>5s} {"screens":>7s} {"dry":>4s}')
+          f'{"fed_p99":>7s} {"thinker":>7s} {"ms/res":>6s} {"server":>6s} {"ml":>5s} {"load":>5s} {"screens":>7s} '
+          f'{"dry":>4s}')
     for f in cells:
         cpu = f.get('cpu') or {}
         print(f'{f["slots"]:>5d} {f["mean_time_s"]:>4g} {_fmt(f["utilization"], ">6.3f")} '
               f'{_fmt(f["utilization_whole_run"], ">6.3f")} {_fmt(f["results_per_s"], ">7.1f")} '
               f'{_fmt(f["latency_p50_ms"], ">7.1f")} {_fmt(f["latency_p99_ms"], ">7.1f")} '
+              f'{_fmt(f.get("latency_fed_p99_ms"), ">7.1f")} '
               f'{_fmt(cpu.get("thinker"), ">7.2f")} {_fmt(f.get("thinker_cpu_ms_per_result"), ">6.2f")} '
               f'{_fmt(cpu.get("task_server"), ">6.2f")} {_fmt(cpu.get("ml"), ">5.2f")} '
               f'{_fmt(cpu.get("load"), ">5.1f")} '
