@@ -12,7 +12,8 @@ process, the ML tasks (screening ``rank_candidates`` and MolDQN ``generate_molec
 executor, the records synced to disk, the re-ranking of the candidate pool.
 
 Per cell (N slots, mean task time T), in the steady state (from the first steered task's start + 2 T to the last
-steered task's submission):
+steered task's submission; the budget is N / T results per second for the planned duration, and a cell that falls
+behind it is stopped, as by Ctrl-C, once the planned steady state has passed):
 
 - QC slot utilization (busy slot time / N x window, from the records' compute timestamps);
 - results handled per second;
@@ -305,6 +306,38 @@ class LibraryFeeder(threading.Thread):
                 thinker.pool.add(chunk, 'library')
 
 
+class StopAfter(threading.Thread):
+    """Asks the thinker to stop (as Ctrl-C does) ``seconds`` after its first steered submission
+
+    The budget is set from the nominal rate N / T; when the machine cannot deliver it, this keeps the cell to
+    its planned steady state instead of running the whole budget at the lower rate.
+
+    Args:
+        campaign: The campaign (its thinker exists once it runs)
+        seconds: Seconds after the first steered submission
+    """
+
+    def __init__(self, campaign, seconds: float):
+        super().__init__(daemon=True, name='stop-after')
+        self.campaign, self.seconds = campaign, seconds
+        self.stopped_at: Optional[float] = None
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+    def run(self) -> None:
+        while not self._halt.wait(0.5):
+            thinker = self.campaign.thinker
+            if thinker is not None and thinker.n_steered_submitted:
+                break
+        if not self._halt.wait(self.seconds) and self.campaign.thinker is not None:
+            self.stopped_at = time.time()
+            logger.info(f'Steady state of {self.seconds:.0f} s reached: stopping the campaign')
+            self.campaign.thinker.request_stop()
+
+
 # ---------------------------------------------------------------------------------------------- analysis
 def _t(record: dict, name: str) -> Optional[float]:
     from moldesign.report.data import record_time
@@ -390,8 +423,8 @@ def rerank_table(screening: Sequence[dict], bins: int = 4) -> List[Dict[str, flo
 
 
 def analyse(run_dir: Path, slots: int, workers: int, mean_time: float, samples: Sequence[dict],
-            timings: Optional[Timings] = None) -> Dict[str, Any]:
-    """The figures of one cell (see the module docstring)"""
+            timings: Optional[Timings] = None, end: Optional[float] = None) -> Dict[str, Any]:
+    """The figures of one cell (see the module docstring); ``end``: the cell was stopped then"""
     from moldesign.report.data import qc_utilization
     from moldesign.store import load_run
     run = load_run(run_dir)
@@ -401,7 +434,7 @@ def analyse(run_dir: Path, slots: int, workers: int, mean_time: float, samples: 
         return {'error': 'no steered task'}
     first_start = min(s for r in steered if (s := _t(r, 'compute_started')) is not None)
     last_created = max(c for r in steered if (c := _t(r, 'created')) is not None)
-    start, end = first_start + 2 * mean_time, last_created
+    start, end = first_start + 2 * mean_time, min(last_created, end or last_created)
     if end - start < 5:
         start = first_start
     window = end - start
@@ -490,8 +523,10 @@ def run_cell(work: Path, slots: int, mean_time: float, duration: float, oracle, 
     sampler = CpuSampler()
     feeder = LibraryFeeder(campaign, table[slots + 16:], target=min(19000, max(4 * slots, int(rate * 120)))) \
         if library else None
+    stopper = StopAfter(campaign, duration + 4 * mean_time)
     sampler.start()
     timings.watch_gc()
+    stopper.start()
     if feeder is not None:
         feeder.start()
     started = time.time()
@@ -500,13 +535,16 @@ def run_cell(work: Path, slots: int, mean_time: float, duration: float, oracle, 
             code = campaign.run()  # Its closing summary (best molecules) goes to console.log
     finally:
         sampler.stop()
+        stopper.stop()
         timings.unwatch_gc()
         if feeder is not None:
             feeder.stop()
-    figures = analyse(campaign.run_dir, slots + prefetch, slots, mean_time, sampler.samples, timings)
+    figures = analyse(campaign.run_dir, slots + prefetch, slots, mean_time, sampler.samples, timings,
+                      end=stopper.stopped_at)
     figures.update({'slots': slots, 'mean_time_s': mean_time, 'prefetch': prefetch, 'search_size': search_size,
                     'library_added': feeder.added if feeder is not None else 0,
-                    'exit_code': code, 'elapsed_s': time.time() - started, 'app': app})
+                    'exit_code': code, 'elapsed_s': time.time() - started, 'app': app,
+                    'stopped_by_time': stopper.stopped_at is not None})
     return figures
 
 
