@@ -173,6 +173,13 @@ def test_molecules_dispensed_while_a_ranking_is_built_are_left_out(policy, monke
     assert [c.smiles for c in drain(pool)] == ['B', 'C']
 
 
+def test_a_limited_ranking_queues_the_best_and_keeps_the_rest_in_the_pool():
+    pool = CandidatePool(policy='rerank')
+    queued = pool.apply_ranking(ranking([('A', 3.), ('B', 1.), ('C', 2.)]), limit=2)
+    assert [c.smiles for c in queued] == ['B', 'C'] and [c.smiles for c in drain(pool)] == ['B', 'C']
+    assert set(pool.to_screen()) == {'A'} and not pool.has_unranked  # Ranked once, re-ranked by the next screening
+
+
 def test_acquisition_functions():
     mean, std = np.array([0., 0., -1.]), np.array([1., 3., 0.1])
     assert list(acquisition_scores(mean, std, 'greedy')) == [0., 0., -1.]

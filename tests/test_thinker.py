@@ -220,6 +220,7 @@ def test_the_first_batch_is_ranked_by_the_thinker_while_the_first_screening_runs
         assert queued == [] and thinker.model is None
     else:
         assert queued and all(c.source == 'neighbours' and c.lane == 'steered' for c in queued)
+        assert len(queued) == 8  # A quarter of the search budget (32), more than two per QC slot (2 slots)
         assert {c.smiles for c in queued}.isdisjoint({'CCO', 'CCCC', 'OCCO', 'CC(C)O'})
         assert thinker.model is not None
     thinker._maybe_bootstrap()  # Once only

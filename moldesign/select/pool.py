@@ -180,7 +180,8 @@ class CandidatePool:
         with self._cond:
             return bool(self._unranked)
 
-    def apply_ranking(self, ranking: Ranking, best: Optional[float] = None) -> List[Candidate]:
+    def apply_ranking(self, ranking: Ranking, best: Optional[float] = None, limit: Optional[int] = None
+                      ) -> List[Candidate]:
         """Turn a screening's predictions into the next batch of the queue
 
         The new order is built without holding the pool's lock (20,000 candidates take a few hundred ms), so
@@ -189,6 +190,7 @@ class CandidatePool:
         Args:
             ranking: Predictions of the screening task
             best: Best objective value so far (for the ``ei`` acquisition)
+            limit: Queue at most this many (the others join the pool, ranked, for the next screening)
         Returns:
             The candidates queued, in queue order (all of them share the new batch number)
         """
@@ -212,6 +214,8 @@ class CandidatePool:
         chosen = [live[j] for j in order]
         if self.policy == 'recency':
             chosen = chosen[:self.batch_size]
+        if limit is not None:
+            chosen = chosen[:limit]
         means, stds = ranking.mean.tolist(), ranking.std.tolist()
         queued = [Candidate(ranking.smiles[i], 'steered', batch, rank, means[i], stds[i], ranking.sources[i])
                   for rank, i in enumerate(chosen)]

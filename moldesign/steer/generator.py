@@ -14,8 +14,9 @@ finds its agent on the thinker). It is the only reader of topic ``ML``. Its loop
 No idle start: if the initial population is all dispensed before any screening has come back (the ML workers
 are still starting, or busy), the agent ranks a first batch itself, once: the one-edit neighbours of the two
 best molecules, with the model fit on the molecules computed so far (tens of milliseconds to a second, the same
-:func:`~moldesign.select.ranking.rank_candidates` the ML workers run). The first screening replaces it when it
-arrives. Not in the batch baseline (``interleave=False``), which stands for the original application.
+:func:`~moldesign.select.ranking.rank_candidates` the ML workers run), at most two per QC slot or a quarter of
+the search budget. The first screening replaces it when it arrives. Not in the batch baseline
+(``interleave=False``), which stands for the original application.
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ MAX_ML_FAILURES = 3
 """Consecutive failures of an ML method that end the run"""
 BOOTSTRAP_STARTS, BOOTSTRAP_CHECKS = 2, 8
 """First batch ranked by the thinker itself: one-edit neighbours of this many best molecules, embeddings checked"""
+BOOTSTRAP_SLOTS, BOOTSTRAP_BUDGET = 2, 0.25
+"""... of which it queues at most this many per QC slot, or this share of the search budget if more: when the ML
+workers are slow to answer, QC waits for the screening rather than spend the search on one early guess"""
 
 
 class RunAborted(RuntimeError):
@@ -150,7 +154,9 @@ class GeneratorAgent:
                            'the first screening')
             return
         best_value = self.db.best(1)
-        queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None)
+        limit = max(BOOTSTRAP_SLOTS * (self.params.qc_workers + self.params.qc_prefetch),
+                    int(BOOTSTRAP_BUDGET * self.params.search_size))
+        queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None, limit=limit)
         if self.model is None:
             self.model = ranking.model  # MolDQN may start with it
         logger.info(f'First batch ranked by the thinker while the first screening runs: {len(queued)} neighbours '
