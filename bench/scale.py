@@ -307,14 +307,14 @@ class LibraryFeeder(threading.Thread):
 
 
 class StopAfter(threading.Thread):
-    """Asks the thinker to stop (as Ctrl-C does) ``seconds`` after its first steered submission
+    """Asks the thinker to stop (as Ctrl-C does) ``seconds`` after the first screening reached the queue
 
     The budget is set from the nominal rate N / T; when the machine cannot deliver it, this keeps the cell to
     its planned steady state instead of running the whole budget at the lower rate.
 
     Args:
         campaign: The campaign (its thinker exists once it runs)
-        seconds: Seconds after the first steered submission
+        seconds: Seconds after the first screening
     """
 
     def __init__(self, campaign, seconds: float):
@@ -330,7 +330,7 @@ class StopAfter(threading.Thread):
     def run(self) -> None:
         while not self._halt.wait(0.5):
             thinker = self.campaign.thinker
-            if thinker is not None and thinker.n_steered_submitted:
+            if thinker is not None and thinker.batches_done:
                 break
         if not self._halt.wait(self.seconds) and self.campaign.thinker is not None:
             self.stopped_at = time.time()
