@@ -215,6 +215,18 @@ def app_env(repo: Optional[Path] = None) -> Dict[str, str]:
     return env
 
 
+def use_this_checkout() -> None:
+    """Import this checkout's moldesign in this process and in the processes it starts (Parsl workers)
+
+    The virtual environment's editable install may point at another checkout; a benchmark that imports moldesign
+    itself (rather than through ``run.py``) calls this first. It also puts the venv's ``bin/`` first on PATH.
+    """
+    env = app_env()
+    os.environ['PATH'], os.environ['PYTHONPATH'] = env['PATH'], env['PYTHONPATH']
+    if sys.path[:1] != [str(REPO)]:
+        sys.path.insert(0, str(REPO))
+
+
 def run_app(out_dir: Path, args: Sequence[str], log_path: Path, timeout: float = 3600,
             repo: Optional[Path] = None) -> Path:
     """Run ``run.py`` as a subprocess and return its run directory

@@ -18,6 +18,11 @@ Figures, from the records' timestamps (steered phase only):
 
     python bench/utilization.py             # seeds 1 and 2, 8 initial + 40 steered molecules
     python bench/utilization.py --quick     # smoke: seed 1, 4 + 8 molecules
+    python bench/utilization.py --app-args '--qc-bundle 4'   # 4 molecules per QC task
+
+Both modes run without verification (``--verify-qc none``, unless ``--app-args`` names one): run.py verifies
+the best molecules of a GFN2-xTB search at the B3LYP level by default, but not with ``--batch-baseline``, and
+minutes of DFT per molecule would dwarf the search being measured.
 
 Targets: interleaved utilization >= 0.95 and >= 1.3x the baseline; median overhead <= 20 ms and <= 2 %
 of QC time. Writes ``bench/results/utilization.json``. The LAST line is the utilization ratio
@@ -146,6 +151,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     search = args.search_size if args.search_size is not None else (8 if args.quick else 40)
     batch_size = args.batch_size or max(1, search // 5)
     app_args = ['--batch-size', str(batch_size), *shlex.split(args.app_args)]
+    if '--verify-qc' not in app_args:  # The search's QC only (run.py verifies by default, not with --batch-baseline)
+        app_args += ['--verify-qc', 'none']
     machine = common.machine_info()
     print(f'machine: {machine["nproc"]} cores, {machine["cpu_model"]}, load average {machine["loadavg_at_start"]} '
           f'(shared machine: timings are noisy)')

@@ -1,4 +1,4 @@
-"""The benchmarks' figures (quantile, evaluations needed, discovery-rate ratio, task overheads), the
+"""The benchmarks' figures (quantile, evaluations needed, discovery-rate ratio, task overheads, refill latency), the
 Graph GA peer's budget rules, and a smoke run of their ``--quick`` modes (real run.py campaigns and a
 real Graph GA with GFN2-xTB, marked slow)."""
 import json
@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / 'bench'))
 
 import common  # noqa: E402
 import graph_ga  # noqa: E402
+import scale  # noqa: E402
 import search_efficiency  # noqa: E402
 import search_methods  # noqa: E402
 import utilization  # noqa: E402
@@ -214,3 +215,27 @@ def test_utilization_quick(tmp_path):
         run = data['runs'][mode][0]
         assert 0 < run['utilization'] <= 1 and run['n_tasks'] == 8
         assert run['median_overhead_ms'] > 0
+
+
+def test_refill_latency_pairs_the_kth_result_with_the_task_that_took_its_slot():
+    """Two slots: the 3rd task takes the slot of the 1st result, the 4th that of the 2nd (results in arrival order)"""
+    def task(created, received):
+        return {'timestamp': {'created': created, 'result_received': received}}
+    tasks = [task(0., 5.), task(0., 3.), task(3.01, 9.), task(5.02, 9.5)]
+    latencies = scale.refill_latencies(tasks, slots=2, start=0., end=10.)
+    assert latencies == pytest.approx([0.01, 0.02])
+    assert len(scale.refill_latencies(tasks, slots=2, start=4., end=10.)) == 1  # Submissions inside the window only
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_scale_quick(tmp_path):
+    """One small cell of simulated QC slots with the real thinker, queues, task server and ML tasks"""
+    lines = _run('scale.py', '--quick', '--results', str(tmp_path / 'scale.json'), timeout=880)
+    assert lines[-1].startswith('utilization at N=64, T=1 s: ')
+    cell = json.loads((tmp_path / 'scale.json').read_text())['cells'][0]
+    assert cell['exit_code'] == 0 or cell['stopped_by_time']  # Budget spent, or stopped after its steady state
+    assert cell['slots'] == 64 and cell['n_steered'] > 0 and cell['n_screenings'] >= 1
+    assert 0 < cell['utilization'] <= 1 and cell['results_per_s'] > 0
+    assert 0 <= cell['latency_p50_ms'] <= cell['latency_p99_ms']
+    assert cell['cpu']['thinker'] > 0 and 'consumer' in cell['steps']

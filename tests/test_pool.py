@@ -150,6 +150,36 @@ def test_pop_is_thread_safe():
     assert sorted(taken) == sorted(f'C{i}' for i in range(2000))  # Each exactly once
 
 
+@pytest.mark.parametrize('policy', ['rerank', 'recency'])
+def test_molecules_dispensed_while_a_ranking_is_built_are_left_out(policy, monkeypatch):
+    """The new order is built without the pool's lock: the QC submitter pops meanwhile, and never gets a duplicate"""
+    import moldesign.select.pool as pool_module
+    pool = CandidatePool(policy=policy, batch_size=8)
+    pool.apply_ranking(ranking([('A', 1.), ('B', 2.)]))
+    popped = []
+    alternate = pool_module._alternate
+
+    def alternate_while_popping(sources, scores):
+        thread = threading.Thread(target=lambda: popped.append(pool.pop('steered').smiles))
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive(), 'pop() waited for the ranking'
+        return alternate(sources, scores)
+
+    monkeypatch.setattr(pool_module, '_alternate', alternate_while_popping)
+    queued = pool.apply_ranking(ranking([('A', 1.), ('B', 2.), ('C', 3.)]))
+    assert popped == ['A']
+    assert [c.smiles for c in queued] == ['B', 'C']
+    assert [c.smiles for c in drain(pool)] == ['B', 'C']
+
+
+def test_a_limited_ranking_queues_the_best_and_keeps_the_rest_in_the_pool():
+    pool = CandidatePool(policy='rerank')
+    queued = pool.apply_ranking(ranking([('A', 3.), ('B', 1.), ('C', 2.)]), limit=2)
+    assert [c.smiles for c in queued] == ['B', 'C'] and [c.smiles for c in drain(pool)] == ['B', 'C']
+    assert set(pool.to_screen()) == {'A'} and not pool.has_unranked  # Ranked once, re-ranked by the next screening
+
+
 def test_acquisition_functions():
     mean, std = np.array([0., 0., -1.]), np.array([1., 3., 0.1])
     assert list(acquisition_scores(mean, std, 'greedy')) == [0., 0., -1.]

@@ -21,6 +21,35 @@ def test_append_and_read_back(tmp_path):
     assert [json.loads(line) for line in lines] == [{'smiles': 'CCO', 'value': None}, {'smiles': 'CC'}]  # Strict JSON
 
 
+def test_a_sync_returns_only_when_the_records_before_it_are_on_disk(tmp_path, monkeypatch):
+    """Two threads syncing: the second waits for the first's disk sync, which holds its record"""
+    import threading
+    import moldesign.store.writer as writer
+    store = RunStore(tmp_path / 'run')
+    entered, release, synced = threading.Event(), threading.Event(), []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        entered.set()
+        release.wait(30)
+        real_fsync(fd)
+        synced.append(fd)
+    monkeypatch.setattr(writer.os, 'fsync', slow_fsync)
+    store.append(SIMULATION_RECORDS, {'smiles': 'CC'}, sync=False)
+    first = threading.Thread(target=store.sync)
+    first.start()
+    assert entered.wait(30)
+    second = threading.Thread(target=store.sync)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive() and not synced  # It waits: its record is in the first's sync
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert len(synced) == 1
+    store.close()
+
+
 def test_one_process_per_run_directory(tmp_path):
     store = RunStore(tmp_path / 'run')
     code = ('import sys; from moldesign.store import RunStore, RunLocked\n'

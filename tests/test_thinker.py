@@ -146,6 +146,35 @@ def test_a_late_result_is_written(tmp_path):
     assert not thinker.in_flight
 
 
+def test_a_result_counts_only_once_its_record_is_synced(tmp_path):
+    """The consumer writes the record and frees the slot at once; the syncer syncs, and only then does it count"""
+    store = RunStore(tmp_path / 'run')
+    thinker = MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), store, RunParams(**PARAMS),
+                                    get_spec('xtb'), agent=None, initial_smiles=INITIAL)
+    from moldesign.select.pool import Candidate
+    assert thinker.rec.acquire('qc', 1)
+    thinker.in_flight['task-1'] = [Candidate('CCO', 'initial', source='initial')]
+    result = Result(inputs=(('CCO',), {}), method='compute_atomization_energy',
+                    task_info=thinker._info(Candidate('CCO', 'initial')))
+    result.task_id = 'task-1'
+    result.set_result(None)
+    result.success = False
+    counted_at_sync = []
+    sync = store.sync
+
+    def watched_sync():
+        counted_at_sync.append('CCO' in thinker.db.entries)
+        sync()
+    store.sync = watched_sync
+    thinker._process_results([result])
+    assert thinker.rec.available_slots('qc') == PARAMS['qc_workers'] + PARAMS['qc_prefetch']  # Slot freed
+    assert [r['smiles'] for r in _molecules(store)] == ['CCO']  # Written (to the operating system)
+    assert 'CCO' not in thinker.db.entries and not thinker.finished()  # Not counted before the sync
+    assert thinker.sync_results() == 1
+    assert counted_at_sync == [False] and 'CCO' in thinker.db.entries
+    store.close()
+
+
 @pytest.mark.slow
 def test_verification_lane(tmp_path):
     """Molecules entering the top K are recomputed at the higher level; the final top K are all verified"""
@@ -167,3 +196,38 @@ def test_verification_lane(tmp_path):
         assert r['value']['method'] == 'hf'
     assert thinker.db.best_verified()[1] in top2
     assert [r['evaluation'] for r in search] == list(range(1, len(search) + 1))  # Verification is not counted
+
+
+@pytest.mark.parametrize('interleave', [True, False])
+def test_the_thinker_ranks_small_batches_until_the_first_screening_comes_back(tmp_path, interleave):
+    """No idle start: the initial population dispensed and no screening back yet, the thinker ranks neighbours"""
+    store = RunStore(tmp_path / 'run')
+    thinker = MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), store,
+                                    RunParams(**{**PARAMS, 'interleave': interleave}), get_spec('xtb'), agent=None,
+                                    initial_smiles=INITIAL)
+    for i, (smiles, value) in enumerate([('CCO', -800.), ('CCCC', -1200.), ('OCCO', -950.)]):
+        thinker.db.add({'smiles': smiles, 'success': True, 'phase': 'initial', 'evaluation': i + 1,
+                        'objective': value, 'value': {'atomization_energy': value}})
+    thinker.pool.add_initial(['CC(C)O'])
+
+    def batch():
+        thinker._maybe_bootstrap()
+        out = []
+        while (c := thinker.pool.pop('steered')) is not None:
+            out.append(c)
+        return out
+    assert batch() == []  # An initial molecule is still to be dispensed
+    thinker.pool.pop('initial')
+    first = batch()
+    if not interleave:  # The batch baseline stands for the original application: it waits for the screening
+        assert first == [] and thinker.model is None
+        store.close()
+        return
+    assert len(first) == 4  # Two per QC slot (more than an eighth of the budget of 32)
+    assert all(c.source == 'neighbours' and c.lane == 'steered' for c in first)
+    assert {c.smiles for c in first}.isdisjoint({'CCO', 'CCCC', 'OCCO', 'CC(C)O'}) and thinker.model is not None
+    second = batch()  # The next best molecules not expanded yet (here the third)
+    assert second and {c.smiles for c in second}.isdisjoint({c.smiles for c in first})
+    thinker.batches_done = 1  # A screening came back: the ML workers rank from now on
+    assert batch() == []
+    store.close()

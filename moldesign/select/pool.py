@@ -80,6 +80,7 @@ class CandidatePool:
         self.next_batch = start_batch
         self._cond = threading.Condition()
         self._taken: set = set()  # Dispensed once (or computed before a restart): never again
+        self._taken_order: List[str] = []  # Dispensed molecules, in order (what a ranking must leave out)
         self._initial: Deque[str] = deque()
         self._verify: Deque[str] = deque()
         self._verify_seen: set = set()
@@ -179,12 +180,17 @@ class CandidatePool:
         with self._cond:
             return bool(self._unranked)
 
-    def apply_ranking(self, ranking: Ranking, best: Optional[float] = None) -> List[Candidate]:
+    def apply_ranking(self, ranking: Ranking, best: Optional[float] = None, limit: Optional[int] = None
+                      ) -> List[Candidate]:
         """Turn a screening's predictions into the next batch of the queue
+
+        The new order is built without holding the pool's lock (20,000 candidates take a few hundred ms), so
+        the QC submitter never waits for it; molecules dispensed meanwhile are left out when it is installed.
 
         Args:
             ranking: Predictions of the screening task
             best: Best objective value so far (for the ``ei`` acquisition)
+            limit: Queue at most this many (the others join the pool, ranked, for the next screening)
         Returns:
             The candidates queued, in queue order (all of them share the new batch number)
         """
@@ -200,28 +206,41 @@ class CandidatePool:
             batch = self.next_batch
             if ranking.smiles:
                 self.next_batch += 1
-            live = [i for i, s in enumerate(ranking.smiles) if s not in self._taken and np.isfinite(scores[i])]
-            for i in live:
-                self._pool.setdefault(ranking.smiles[i], ranking.sources[i])
-            order = _alternate([ranking.sources[i] for i in live], scores[live])
-            chosen = [live[j] for j in order]
+            mark = len(self._taken_order)
+        finite = np.isfinite(scores).tolist()
+        taken, pool = self._taken, self._pool  # Read without the lock: what is taken meanwhile is left out below
+        live = [i for i, s in enumerate(ranking.smiles) if finite[i] and s not in taken]
+        order = _alternate([ranking.sources[i] for i in live], scores[live])
+        chosen = [live[j] for j in order]
+        if self.policy == 'recency':
+            chosen = chosen[:self.batch_size]
+        if limit is not None:
+            chosen = chosen[:limit]
+        means, stds = ranking.mean.tolist(), ranking.std.tolist()
+        queued = [Candidate(ranking.smiles[i], 'steered', batch, rank, means[i], stds[i], ranking.sources[i])
+                  for rank, i in enumerate(chosen)]
+        entries = [((-batch, c.rank), next(self._counter), c.smiles) for c in queued]  # In order: a heap already
+        ranked = {ranking.smiles[i]: ranking.sources[i] for i in live}
+        new = {s: source for s, source in ranked.items() if s not in pool}
+        by_smiles = {c.smiles: c for c in queued}
+        with self._cond:
+            gone = set(self._taken_order[mark:])  # Dispensed while the order was built
+            for smiles, source in new.items():
+                if smiles not in gone:
+                    self._pool.setdefault(smiles, source)
             if self.policy == 'recency':
-                chosen = chosen[:self.batch_size]
+                for candidate, entry in zip(queued, entries):
+                    if candidate.smiles not in gone:
+                        self._queued[candidate.smiles] = candidate
+                        self._heap.append(entry)
+                heapq.heapify(self._heap)
             else:  # The whole pool, ranked, becomes the queue: it cannot run dry before the next re-rank
-                self._heap.clear()
-                self._queued.clear()
-            queued = []
-            for rank, i in enumerate(chosen):
-                smiles = ranking.smiles[i]
-                candidate = Candidate(smiles, 'steered', batch, rank, float(ranking.mean[i]), float(ranking.std[i]),
-                                      ranking.sources[i])
-                self._queued[smiles] = candidate
-                self._heap.append(((-batch, rank), next(self._counter), smiles))
-                queued.append(candidate)
-            heapq.heapify(self._heap)
+                for smiles in gone:
+                    by_smiles.pop(smiles, None)
+                self._heap, self._queued = entries, by_smiles  # pop() skips the entries of molecules now gone
             self._forget_oldest()
             self._cond.notify_all()
-            return queued
+        return [c for c in queued if c.smiles not in gone] if gone else queued
 
     def _forget_oldest(self) -> None:
         while len(self._pool) > self.max_size:
@@ -258,6 +277,7 @@ class CandidatePool:
 
     def _take(self, smiles: str) -> None:
         self._taken.add(smiles)
+        self._taken_order.append(smiles)
         self._pool.pop(smiles, None)
         self._unranked.pop(smiles, None)
 

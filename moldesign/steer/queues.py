@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Collection, Optional
+from multiprocessing import Pipe
+from multiprocessing.connection import wait
+from typing import Collection, Optional, Tuple
 
+from colmena.exceptions import KillSignalException, TimeoutException
 from colmena.queue.base import ColmenaQueues
 from colmena.queue.python import PipeQueues
 from colmena.queue.redis import RedisQueues
@@ -19,27 +22,28 @@ TOPICS = ('simulator', 'ML')
 
 
 class ThreadSafePipeQueues(PipeQueues):
-    """Colmena's pipe queues, safe when several threads send or receive at once
+    """Colmena's pipe queues, safe when several threads send or receive at once, with one request pipe per topic
 
     Colmena 0.7.2 writes to its pipes from every thread without a lock: two threads sending at once interleave
-    their bytes and the reader dies with ``UnicodeDecodeError``/``UnpicklingError``. Requests share one pipe, so
-    they share one lock. Each topic has its own result pipe and gets its own lock: a multi-MB MolDQN agent being
-    written into the ``ML`` pipe (which may block while nobody reads it) never holds up a QC result on
-    ``simulator``.
+    their bytes and the reader dies with ``UnicodeDecodeError``/``UnpicklingError``. Each pipe gets its own lock.
+    Each topic has its own result pipe and its own request pipe: a multi-MB MolDQN agent or screening (the whole
+    training set and candidate pool) being written into the ``ML`` pipes (at the pace the other side reads them:
+    ~0.1-0.2 s on a busy machine) never holds up a QC request or result on ``simulator``.
     """
 
     def __init__(self, topics: Collection[str] = ()):
         super().__init__(topics)
+        self.request_queues = {t: Pipe(duplex=False) for t in self.topics}
         self._init_locks()
 
     def _init_locks(self):
-        self._request_lock = threading.Lock()
+        self._request_locks = {t: threading.Lock() for t in self.request_queues}
         self._result_locks = {t: threading.Lock() for t in self.result_queues}
         self._receive_locks = {t: threading.Lock() for t in self.result_queues}
 
     def __getstate__(self):
         state = super().__getstate__()
-        for name in ('_request_lock', '_result_locks', '_receive_locks'):
+        for name in ('_request_locks', '_result_locks', '_receive_locks'):
             state.pop(name, None)
         return state
 
@@ -48,8 +52,18 @@ class ThreadSafePipeQueues(PipeQueues):
         self._init_locks()
 
     def _send_request(self, message: str, topic: str):
-        with self._request_lock:
-            super()._send_request(message, topic)
+        with self._request_locks[topic]:
+            self.request_queues[topic][1].send((topic, message))
+
+    def _get_request(self, timeout: int = None) -> Tuple[str, str]:
+        readers = [self.request_queues[t][0] for t in sorted(self.request_queues, key=lambda t: t != 'simulator')]
+        ready = wait(readers, timeout)  # QC requests first when several topics have one
+        if not ready:
+            raise TimeoutException()
+        message = next(r for r in readers if r in ready).recv()
+        if message[1] == 'null':
+            raise KillSignalException()
+        return message
 
     def _send_result(self, message: str, topic: str):
         with self._result_locks[topic]:
@@ -58,6 +72,12 @@ class ThreadSafePipeQueues(PipeQueues):
     def _get_result(self, topic: str, timeout: int = None) -> str:
         with self._receive_locks[topic]:
             return super()._get_result(topic, timeout)
+
+    def flush(self):
+        super().flush()
+        for reader, _ in self.request_queues.values():
+            while reader.poll():
+                reader.recv()
 
 
 class AuthRedisQueues(RedisQueues):
@@ -97,6 +117,33 @@ class AuthRedisQueues(RedisQueues):
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise ConnectionError(f'Cannot reach Redis at {self.hostname}:{self.port}: {exc}') from None
         self.redis_client = client
+
+    def _get_message(self, queue: str, timeout: Optional[float]) -> str:
+        """Colmena's, with timeouts below one second (Colmena 0.7.2 makes them 1 s and logs a warning each time)
+
+        The task consumer waits 0.1 s for a result, then takes whatever else has arrived without waiting
+        (``timeout=0``); rounded up to 1 s, each group of results waited a second before being handled.
+
+        Args:
+            queue: Name of the Redis list
+            timeout: Seconds to wait (None: forever; 0: do not wait)
+        Raises:
+            TimeoutException: if nothing arrived in time
+        """
+        import redis
+        try:
+            if timeout is not None and timeout <= 0:
+                output = self.redis_client.lpop(queue)
+                if output is None:
+                    raise TimeoutException()
+                return output
+            output = self.redis_client.blpop(queue, timeout=0 if timeout is None else timeout)
+            if output is None:
+                raise TimeoutException()
+            return output[1]
+        except redis.exceptions.ConnectionError:
+            logger.warning(f'ConnectionError while reading from Redis at {self.hostname}:{self.port}')
+            raise
 
 
 def make_queues(redis_host: Optional[str] = None, redis_port: int = 6379, redis_password: Optional[str] = None,

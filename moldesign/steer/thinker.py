@@ -1,10 +1,12 @@
 """The Colmena thinker: task plumbing between the candidate pool, the result dictionary and the workers.
 
-Three agents share one :class:`MoleculeDesignThinker`:
+Four agents share one :class:`MoleculeDesignThinker`:
 
 - **consumer** (QC results, topic ``simulator``): computes the reference energies of the atoms, queues the initial
-  population, then handles each QC result in constant time: record to disk, result dictionary, slot released,
-  best molecules queued for verification.
+  population, then handles each QC result in constant time: record written, slot released.
+- **syncer**: syncs the records the consumer wrote, a group at a time (one disk sync), and only then lets their
+  results count: result dictionary, best molecules queued for verification, progress. The consumer never waits
+  for the disk, and no result counts (or is reported) before its record is on disk.
 - **submit_qc** (a Colmena ``task_submitter`` on the ``qc`` slots: workers plus prefetched tasks): takes the next
   molecule(s) from the :class:`~moldesign.select.pool.CandidatePool` (initial population, then verification
   within its share of QC time, then the search) and submits it.
@@ -100,6 +102,9 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         self.steering_done = threading.Event()
         self.errors: List[BaseException] = []
         self.lost_in_flight: List[str] = []
+        self._unsynced: List[dict] = []  # Records written by the consumer, not yet synced (see syncer)
+        self._unsynced_cond = threading.Condition()
+        self._sync_lock = threading.Lock()
 
         search = [r for r in previous if r.get('phase') != 'verify']
         verified = [r for r in previous if r.get('phase') == 'verify']
@@ -147,6 +152,8 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         with self.lock:
             if self.in_flight:
                 return False
+        if self._unsynced or self._sync_lock.locked():  # In this order: the syncer locks before it takes a group
+            return False  # Results not in the dictionary yet
         if self._verifying() and self.pool.depth('verify'):
             return False
         search_over = self.db.n_steered >= self.params.search_size or \
@@ -228,7 +235,12 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
                 self._process_results(results)
 
     def _process_results(self, results: List[Result]) -> None:
-        """Write QC results to disk (one sync), then update the dictionary, the slots and the verification lane"""
+        """Write QC results to disk, free their QC slots, and hand them to the ``syncer`` agent
+
+        The records are written to the operating system (they survive a crash of this process) and the slots are
+        released at once, so the next tasks go out without waiting for the disk; the ``syncer`` syncs each group
+        and only then do the results count (dictionary, steering, verification, progress).
+        """
         if self.first_result['qc'] is None:
             self.first_result['qc'] = time.monotonic()
         done, slots = [], 0
@@ -238,16 +250,53 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
                 for record in self._records(result):
                     self.store.append(SIMULATION_RECORDS, record, sync=False)
                     done.append(record)
-            self.store.sync()
         except DiskFullError as exc:
             logger.error(f'{exc}: stopping (every record written so far is complete)')
             self.abort(str(exc))
             return
-        for record in done:
-            self._remember(record)
         if slots:
             self.rec.release('qc', slots)
+        with self._unsynced_cond:
+            self._unsynced.extend(done)
+            self._unsynced_cond.notify()
+
+    @agent(startup=True)  # Ends after the consumer, once everything written is synced
+    def syncer(self):
+        """Sync the records the consumer wrote, in groups (one disk sync each), then let their results count"""
+        try:
+            while True:
+                with self._unsynced_cond:
+                    if not self._unsynced:
+                        if self.done.is_set():
+                            return
+                        self._unsynced_cond.wait(0.05)
+                self.sync_results()
+        except BaseException as exc:
+            self.errors.append(exc)
+            self.done.set()
+            raise
+
+    def sync_results(self) -> int:
+        """Sync the records written so far and put their results in the dictionary
+
+        Returns:
+            Number of records synced
+        """
+        with self._sync_lock:  # One sync at a time: records count in the order they were written
+            with self._unsynced_cond:
+                done, self._unsynced = self._unsynced, []
+            if not done:
+                return 0
+            try:
+                self.store.sync()
+            except DiskFullError as exc:
+                logger.error(f'{exc}: stopping (every record synced so far is complete)')
+                self.abort(str(exc))
+                return 0
+            for record in done:
+                self._remember(record)
         self.progress.update(self.progress_state())
+        return len(done)
 
     def _records(self, result: Result) -> List[dict]:
         """The records of one QC result (one per molecule; a reference atom's energy also updates the references)"""
@@ -310,6 +359,7 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         if result.method == 'compute_atomization_energy' and result.task_id in self.in_flight:
             smiles = [c.smiles for c in self.in_flight[result.task_id]]
             self._process_results([result])
+            self.sync_results()  # The syncer has ended
             self.lost_in_flight = [s for s in self.lost_in_flight if s not in smiles]
             logger.info(f'Wrote the late QC result of {", ".join(smiles)}')
 

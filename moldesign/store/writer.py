@@ -9,11 +9,12 @@ import os
 import pickle
 import socket
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from moldesign.store.files import (AGENT, LOCK, RECORD_FILES, CorruptFileError, DiskFullError, RunFileError, RunLocked,
                                    dump_json, repair_jsonl, to_strict_json, write_atomic)
@@ -27,6 +28,8 @@ class RunStore:
     Appends are thread-safe. A record is on disk when :meth:`append` returns (written, flushed, synced), unless
     ``sync=False`` is passed: then it is written to the operating system (it survives a crash of this process)
     and the caller syncs a whole group of records at once with :meth:`sync` before acknowledging any of them.
+    Each file has its own lock, and no disk sync holds the lock of another file: the QC records of the consumer
+    never wait for the sync of a screening record (tens to hundreds of ms on a busy disk).
 
     Args:
         run_dir: The run directory (created if needed)
@@ -37,9 +40,11 @@ class RunStore:
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # Guards _files, _file_locks, _dirty and the disk-full state
         self._files: Dict[str, Any] = {}
+        self._file_locks: Dict[str, threading.Lock] = {}
         self._dirty: set = set()
+        self._sync_lock = threading.Lock()  # One sync at a time (see sync)
         self.disk_full = False
         """Whether a write failed for lack of space: every later write is refused (nothing half-written after it)"""
         self.first_full: Optional[str] = None
@@ -107,23 +112,36 @@ class RunStore:
         with self._lock:
             if self.disk_full:
                 raise self._full(name)
-            fp, start = self._files.get(name), None
-            try:
-                if fp is None:
+            fp = self._files.get(name)
+            if fp is None:
+                try:
                     fp = self._files[name] = self.path(name).open('ab', buffering=0)
-                start = fp.tell()
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise self._full(name) from None
+                    raise
+                self._file_locks[name] = threading.Lock()
+            file_lock = self._file_locks[name]
+        error = None
+        with file_lock:
+            start = fp.tell()
+            try:
                 if fp.write(line) != len(line):
                     raise OSError(errno.ENOSPC, 'short write')
                 if sync:
                     os.fsync(fp.fileno())
-                else:
-                    self._dirty.add(name)
             except OSError as exc:
-                if start is not None:
-                    self._undo(fp, start)
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise self._full(name) from None
-                raise
+                self._undo(fp, start)
+                error = exc
+        if error is None:
+            if not sync:
+                with self._lock:
+                    self._dirty.add(name)
+            return
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            with self._lock:
+                raise self._full(name) from None
+        raise error
 
     def _full(self, name: str, refuse: bool = True) -> DiskFullError:
         """The error for a write refused for lack of space (the first one calls :attr:`on_disk_full`)"""
@@ -149,16 +167,29 @@ class RunStore:
             pass
 
     def sync(self) -> None:
-        """Sync every record appended with ``sync=False`` to disk"""
-        with self._lock:
-            for name in self._dirty:
-                try:
-                    os.fsync(self._files[name].fileno())
-                except OSError as exc:
+        """Sync every record appended with ``sync=False`` to disk
+
+        Appends go on meanwhile (the disk sync does not hold the lock: it takes milliseconds, and hundreds of
+        milliseconds on a busy disk); the records appended before the call are on disk when it returns. Syncs run
+        one at a time: a second caller waits for the sync under way, which may hold its records.
+        """
+        with self._sync_lock:
+            with self._lock:
+                files = [(name, self._files[name]) for name in self._dirty]
+                self._dirty.clear()
+            self._sync_files(files)
+
+    def _sync_files(self, files: List[Tuple[str, Any]]) -> None:
+        """Sync each (name, file) to disk; a file that fails stays to sync"""
+        for name, fp in files:
+            try:
+                os.fsync(fp.fileno())
+            except OSError as exc:
+                with self._lock:
+                    self._dirty.add(name)  # Still to sync
                     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                         raise self._full(name) from None
-                    raise
-            self._dirty.clear()
+                raise
 
     def write_json(self, name: str, obj: Any) -> None:
         """Write a JSON document into the run directory, atomically
@@ -194,9 +225,12 @@ class RunStore:
     def quiesce(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) until no record is being written, and keep others from starting one
 
-        For exiting at once: the process ends holding the lock, so every record file ends with a complete line.
+        For exiting at once: the process ends holding the locks, so every record file ends with a complete line.
         """
-        self._lock.acquire(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        if self._lock.acquire(timeout=timeout):  # No new append gets to its file's lock
+            for file_lock in self._file_locks.values():  # Appends under way end their line
+                file_lock.acquire(timeout=max(0., deadline - time.monotonic()))
 
     def close(self) -> None:
         """Close the record files and release the run directory's lock"""
