@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ('--initial-count', '4', '--search-size', '6', '--rl-episodes', '2', '--quiet', '--verify-qc', 'none')
+ML_PLACED = ('--sources', 'moldqn')
+"""For the placement tests: steered molecules only from MolDQN, so the ML executor's tasks (MolDQN, screening)
+surely run and are recorded (with the neighbours as a source, the thinker's own first batches can cover a budget
+this small before the ML job's first screening returns)"""
 """A campaign of a minute: 5 reference atoms, 4 initial and 6 steered molecules, GFN2-xTB"""
 ELEMENTS = ['C', 'F', 'H', 'N', 'O']
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign import (REPO, SMALL, Watcher, assert_complete, env_activation, executor_of_records, expand,
+from campaign import (ML_PLACED, REPO, SMALL, Watcher, assert_complete, env_activation, executor_of_records, expand,
                       molecule_records, only_run_dir, pool_ids, process_tail, records, reference_records, run_env,
                       start_run, test_config, wait_jobs_gone, wait_run_dir)
 
@@ -39,7 +39,7 @@ def sbatch_campaign(slurm_cluster, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp('sbatch_campaign')
     config = test_config('slurm', tmp_path / 'my_cluster.py', NODES=2)
     start = time.monotonic()
-    proc = start_run(tmp_path, slurm_cluster.conf, '--config', str(config), *SMALL)
+    proc = start_run(tmp_path, slurm_cluster.conf, '--config', str(config), *SMALL, *ML_PLACED)
     watcher = Watcher(slurm_cluster, marker=str(tmp_path))
     watcher.start()
     try:
@@ -221,7 +221,7 @@ def allocation_campaign(slurm_cluster, tmp_path_factory):
     out = tmp_path / 'job.out'
     start = time.monotonic()
     submit = subprocess.run(['sbatch', '--parsable', '--nodes=3', f'--output={out}', str(tmp_path / 'job.sbatch'),
-                             '--out-dir', str(tmp_path / 'runs'), *SMALL],
+                             '--out-dir', str(tmp_path / 'runs'), *SMALL, *ML_PLACED],
                             cwd=REPO, env=run_env(slurm_cluster.conf), capture_output=True, text=True, timeout=30)
     assert submit.returncode == 0, submit.stderr
     job_id = submit.stdout.strip().split(';')[0]
