@@ -224,7 +224,7 @@ class Timings:
         thinker._submit = self.wrap('submit', thinker._submit, lambda candidates: len(candidates))
         thinker._handle = self.wrap('ml_handle', thinker._handle)
         thinker.pool.apply_ranking = self.wrap('apply_ranking', thinker.pool.apply_ranking,
-                                               lambda ranking, best=None: len(ranking.smiles))
+                                               lambda ranking, best=None, **_: len(ranking.smiles))
         pop = thinker.pool.pop
 
         def pop_watching_for_dry(lane: str):
