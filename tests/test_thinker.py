@@ -194,5 +194,7 @@ def test_verification_lane(tmp_path):
         assert r['qc_spec'] == 'pyscf/hf/sto-3g//xtb' and r['evaluation'] is None
         assert r['success'] and r['search_objective'] is not None and r['objective'] != r['search_objective']
         assert r['value']['method'] == 'hf'
-    assert thinker.db.best_verified()[1] in top2
+    # The answer is the best of every verified molecule: one verified while in the top K and pushed out later by
+    # the search level may still be the best at the verification level (HF and GFN2 need not agree on the order)
+    assert thinker.db.best_verified() == min((r['objective'], r['smiles']) for r in verify)
     assert [r['evaluation'] for r in search] == list(range(1, len(search) + 1))  # Verification is not counted

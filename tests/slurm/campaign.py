@@ -157,7 +157,7 @@ class Watcher(threading.Thread):
     """Samples Slurm jobs, job steps and the worker pools' nodes while a run goes on
 
     Attributes:
-        jobs: job id -> {name, states seen, nodes}
+        jobs: job id -> {name, states seen, nodes while RUNNING}
         steps: step name -> nodes
         running_together: whether a ``parsl.qc`` and a ``parsl.ml`` job were seen RUNNING in one sample
         manager_nodes: PID of a ``process_worker_pool.py`` of the run -> its ``SLURMD_NODENAME``
@@ -182,9 +182,8 @@ class Watcher(threading.Thread):
         for job in self.cluster.jobs():
             seen = self.jobs.setdefault(job['id'], {'name': job['name'], 'states': set(), 'nodes': ''})
             seen['states'].add(job['state'])
-            if job['nodes']:
-                seen['nodes'] = job['nodes']
             if job['state'] == 'RUNNING':
+                seen['nodes'] = job['nodes'] or seen['nodes']  # A COMPLETING job lists only the nodes not yet done
                 running.add(job['name'].split('.block')[0])
         self.running_together |= {'parsl.qc', 'parsl.ml'} <= running
         out = self.cluster.run('squeue', '--noheader', '-s', '-o', '%i|%j|%N', check=False).stdout
