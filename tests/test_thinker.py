@@ -198,3 +198,33 @@ def test_verification_lane(tmp_path):
     # the search level may still be the best at the verification level (HF and GFN2 need not agree on the order)
     assert thinker.db.best_verified() == min((r['objective'], r['smiles']) for r in verify)
     assert [r['evaluation'] for r in search] == list(range(1, len(search) + 1))  # Verification is not counted
+
+
+@pytest.mark.parametrize('interleave', [True, False])
+def test_the_first_batch_is_ranked_by_the_thinker_while_the_first_screening_runs(tmp_path, interleave):
+    """No idle start: the initial population dispensed and no screening back yet, the thinker ranks neighbours"""
+    store = RunStore(tmp_path / 'run')
+    thinker = MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), store,
+                                    RunParams(**{**PARAMS, 'interleave': interleave}), get_spec('xtb'), agent=None,
+                                    initial_smiles=INITIAL)
+    for i, (smiles, value) in enumerate([('CCO', -800.), ('CCCC', -1200.), ('OCCO', -950.)]):
+        thinker.db.add({'smiles': smiles, 'success': True, 'phase': 'initial', 'evaluation': i + 1,
+                        'objective': value, 'value': {'atomization_energy': value}})
+    thinker.pool.add_initial(['CC(C)O'])
+    thinker._maybe_bootstrap()
+    assert thinker.pool.depth('steered') == 0  # An initial molecule is still to be dispensed
+    thinker.pool.pop('initial')
+    thinker._maybe_bootstrap()
+    queued = []
+    while (c := thinker.pool.pop('steered')) is not None:
+        queued.append(c)
+    if not interleave:  # The batch baseline stands for the original application: it waits for the screening
+        assert queued == [] and thinker.model is None
+    else:
+        assert queued and all(c.source == 'neighbours' and c.lane == 'steered' for c in queued)
+        assert len(queued) == 8  # A quarter of the search budget (32), more than two per QC slot (2 slots)
+        assert {c.smiles for c in queued}.isdisjoint({'CCO', 'CCCC', 'OCCO', 'CC(C)O'})
+        assert thinker.model is not None
+    thinker._maybe_bootstrap()  # Once only
+    assert thinker.pool.depth('steered') == 0
+    store.close()

@@ -10,6 +10,13 @@ finds its agent on the thinker). It is the only reader of topic ``ML``. Its loop
 - submit MolDQN (``generate_molecules``) with the newest model whenever it is idle and the budget is not spent
   (the batch baseline waits until the previous selection is evaluated);
 - hand each result to the pool (:meth:`~moldesign.select.pool.CandidatePool.apply_ranking`, ``add``) and to disk.
+
+No idle start: if the initial population is all dispensed before any screening has come back (the ML workers
+are still starting, or busy), the agent ranks a first batch itself, once: the one-edit neighbours of the two
+best molecules, with the model fit on the molecules computed so far (tens of milliseconds to a second, the same
+:func:`~moldesign.select.ranking.rank_candidates` the ML workers run), at most two per QC slot or a quarter of
+the search budget. The first screening replaces it when it arrives. Not in the batch baseline
+(``interleave=False``), which stands for the original application.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from colmena.exceptions import TimeoutException
 from colmena.models import Result
 from colmena.thinker import agent
 
+from moldesign.select.ranking import rank_candidates
 from moldesign.steer.records import failure_message, task_record
 from moldesign.store import RL_RECORDS, SCREENING_RECORDS
 
@@ -32,6 +40,11 @@ MIN_CHECKS, MAX_CHECKS = 32, 256
 """Candidates at the head of the ranking whose 3D embedding a screening tries: twice the QC slots, within these"""
 MAX_ML_FAILURES = 3
 """Consecutive failures of an ML method that end the run"""
+BOOTSTRAP_STARTS, BOOTSTRAP_CHECKS = 2, 8
+"""First batch ranked by the thinker itself: one-edit neighbours of this many best molecules, embeddings checked"""
+BOOTSTRAP_SLOTS, BOOTSTRAP_BUDGET = 2, 0.25
+"""... of which it queues at most this many per QC slot, or this share of the search budget if more: when the ML
+workers are slow to answer, QC waits for the screening rather than spend the search on one early guess"""
 
 
 class RunAborted(RuntimeError):
@@ -50,6 +63,7 @@ class GeneratorAgent:
     _screened_at = 0  # Successful results the last screening's model was fit on
     _last_screening = float('-inf')
     _round = 0
+    _bootstrapped = False  # The thinker ranked a first batch itself (see the module docstring)
 
     @agent(startup=True)  # Its normal end (budget spent) must not stop the consumer
     def steer(self):
@@ -71,6 +85,7 @@ class GeneratorAgent:
         while not self.stopping:
             self._maybe_screen()
             self._maybe_generate()
+            self._maybe_bootstrap()
             if self._budget_left() <= 0 and not self._screening and not self._generating:
                 return
             if self._exhausted():
@@ -122,6 +137,30 @@ class GeneratorAgent:
         self._screening = (task_id, expand)
         self._screened_at = len(training)
         self._last_screening = time.monotonic()
+
+    def _maybe_bootstrap(self) -> None:
+        """Rank a first batch here if QC is about to run out of molecules before any screening came back"""
+        if self._bootstrapped or self.batches_done or not self.params.interleave or \
+                'neighbours' not in self.params.sources or self.pool.depth('initial') or self.pool.depth('steered'):
+            return
+        self._bootstrapped = True
+        start = time.perf_counter()
+        best = [s for _, s in self.db.best(BOOTSTRAP_STARTS)]
+        try:
+            ranking = rank_candidates(self.db.training_set(), {}, self.params.objective, expand={s: 1 for s in best},
+                                      failures=self.db.failures(), check_top=BOOTSTRAP_CHECKS)
+        except Exception as exc:  # The ML workers' screening will do
+            logger.warning(f'The first batch could not be ranked here ({type(exc).__name__}: {exc}); waiting for '
+                           'the first screening')
+            return
+        best_value = self.db.best(1)
+        limit = max(BOOTSTRAP_SLOTS * (self.params.qc_workers + self.params.qc_prefetch),
+                    int(BOOTSTRAP_BUDGET * self.params.search_size))
+        queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None, limit=limit)
+        if self.model is None:
+            self.model = ranking.model  # MolDQN may start with it
+        logger.info(f'First batch ranked by the thinker while the first screening runs: {len(queued)} neighbours '
+                    f'of {", ".join(best)} in {time.perf_counter() - start:.2f} s')
 
     def _maybe_generate(self) -> None:
         if 'moldqn' not in self.params.sources or self._generating or self.model is None or self._budget_left() <= 0:
