@@ -201,7 +201,7 @@ def test_verification_lane(tmp_path):
 
 
 @pytest.mark.parametrize('interleave', [True, False])
-def test_the_first_batch_is_ranked_by_the_thinker_while_the_first_screening_runs(tmp_path, interleave):
+def test_the_thinker_ranks_small_batches_until_the_first_screening_comes_back(tmp_path, interleave):
     """No idle start: the initial population dispensed and no screening back yet, the thinker ranks neighbours"""
     store = RunStore(tmp_path / 'run')
     thinker = MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), store,
@@ -211,20 +211,25 @@ def test_the_first_batch_is_ranked_by_the_thinker_while_the_first_screening_runs
         thinker.db.add({'smiles': smiles, 'success': True, 'phase': 'initial', 'evaluation': i + 1,
                         'objective': value, 'value': {'atomization_energy': value}})
     thinker.pool.add_initial(['CC(C)O'])
-    thinker._maybe_bootstrap()
-    assert thinker.pool.depth('steered') == 0  # An initial molecule is still to be dispensed
+
+    def batch():
+        thinker._maybe_bootstrap()
+        out = []
+        while (c := thinker.pool.pop('steered')) is not None:
+            out.append(c)
+        return out
+    assert batch() == []  # An initial molecule is still to be dispensed
     thinker.pool.pop('initial')
-    thinker._maybe_bootstrap()
-    queued = []
-    while (c := thinker.pool.pop('steered')) is not None:
-        queued.append(c)
+    first = batch()
     if not interleave:  # The batch baseline stands for the original application: it waits for the screening
-        assert queued == [] and thinker.model is None
-    else:
-        assert queued and all(c.source == 'neighbours' and c.lane == 'steered' for c in queued)
-        assert len(queued) == 8  # A quarter of the search budget (32), more than two per QC slot (2 slots)
-        assert {c.smiles for c in queued}.isdisjoint({'CCO', 'CCCC', 'OCCO', 'CC(C)O'})
-        assert thinker.model is not None
-    thinker._maybe_bootstrap()  # Once only
-    assert thinker.pool.depth('steered') == 0
+        assert first == [] and thinker.model is None
+        store.close()
+        return
+    assert len(first) == 4  # Two per QC slot (more than an eighth of the budget of 32)
+    assert all(c.source == 'neighbours' and c.lane == 'steered' for c in first)
+    assert {c.smiles for c in first}.isdisjoint({'CCO', 'CCCC', 'OCCO', 'CC(C)O'}) and thinker.model is not None
+    second = batch()  # The next best molecules not expanded yet (here the third)
+    assert second and {c.smiles for c in second}.isdisjoint({c.smiles for c in first})
+    thinker.batches_done = 1  # A screening came back: the ML workers rank from now on
+    assert batch() == []
     store.close()

@@ -11,18 +11,19 @@ finds its agent on the thinker). It is the only reader of topic ``ML``. Its loop
   (the batch baseline waits until the previous selection is evaluated);
 - hand each result to the pool (:meth:`~moldesign.select.pool.CandidatePool.apply_ranking`, ``add``) and to disk.
 
-No idle start: if the initial population is all dispensed before any screening has come back (the ML workers
-are still starting, or busy), the agent ranks a first batch itself, once: the one-edit neighbours of the two
-best molecules, with the model fit on the molecules computed so far (tens of milliseconds to a second, the same
-:func:`~moldesign.select.ranking.rank_candidates` the ML workers run), at most two per QC slot or a quarter of
-the search budget. The first screening replaces it when it arrives. Not in the batch baseline
-(``interleave=False``), which stands for the original application.
+No idle start: while no screening has come back (the ML workers are starting, or busy), whenever the initial
+population is all dispensed and the queue is empty, the agent ranks a batch itself: the one-edit neighbours of the
+two best molecules it has not expanded yet, with the model fit on everything computed so far (tens of milliseconds
+to a second: the :func:`~moldesign.select.ranking.rank_candidates` the ML workers run, on one-edit neighbourhoods
+of two molecules), at most two molecules per QC slot or an eighth of the search budget per batch, so that each
+batch learns from the results of the one before. The first screening takes over when it arrives. Not in the batch
+baseline (``interleave=False``), which stands for the original application.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 from colmena.exceptions import TimeoutException
 from colmena.models import Result
@@ -42,9 +43,9 @@ MAX_ML_FAILURES = 3
 """Consecutive failures of an ML method that end the run"""
 BOOTSTRAP_STARTS, BOOTSTRAP_CHECKS = 2, 8
 """First batch ranked by the thinker itself: one-edit neighbours of this many best molecules, embeddings checked"""
-BOOTSTRAP_SLOTS, BOOTSTRAP_BUDGET = 2, 0.25
-"""... of which it queues at most this many per QC slot, or this share of the search budget if more: when the ML
-workers are slow to answer, QC waits for the screening rather than spend the search on one early guess"""
+BOOTSTRAP_SLOTS, BOOTSTRAP_BUDGET = 2, 0.125
+"""... of which it queues at most this many per QC slot, or this share of the search budget if more: small batches,
+each ranked with the results of the one before, rather than the search spent on one early guess"""
 
 
 class RunAborted(RuntimeError):
@@ -63,7 +64,7 @@ class GeneratorAgent:
     _screened_at = 0  # Successful results the last screening's model was fit on
     _last_screening = float('-inf')
     _round = 0
-    _bootstrapped = False  # The thinker ranked a first batch itself (see the module docstring)
+    _bootstrapped: Optional[Set[str]] = None  # Molecules whose neighbours the thinker ranked itself (module docstring)
 
     @agent(startup=True)  # Its normal end (budget spent) must not stop the consumer
     def steer(self):
@@ -139,28 +140,31 @@ class GeneratorAgent:
         self._last_screening = time.monotonic()
 
     def _maybe_bootstrap(self) -> None:
-        """Rank a first batch here if QC is about to run out of molecules before any screening came back"""
-        if self._bootstrapped or self.batches_done or not self.params.interleave or \
-                'neighbours' not in self.params.sources or self.pool.depth('initial') or self.pool.depth('steered'):
+        """Rank a batch here if QC is about to run out of molecules and no screening has come back yet"""
+        if self.batches_done or not self.params.interleave or 'neighbours' not in self.params.sources or \
+                self.pool.depth('initial') or self.pool.depth('steered') or self._budget_left() <= 0:
             return
-        self._bootstrapped = True
+        if self._bootstrapped is None:
+            self._bootstrapped = set()
+        best = [s for _, s in self.db.best(N_STARTS) if s not in self._bootstrapped][:BOOTSTRAP_STARTS]
+        if not best:
+            return
+        self._bootstrapped.update(best)
         start = time.perf_counter()
-        best = [s for _, s in self.db.best(BOOTSTRAP_STARTS)]
         try:
             ranking = rank_candidates(self.db.training_set(), {}, self.params.objective, expand={s: 1 for s in best},
                                       failures=self.db.failures(), check_top=BOOTSTRAP_CHECKS)
         except Exception as exc:  # The ML workers' screening will do
-            logger.warning(f'The first batch could not be ranked here ({type(exc).__name__}: {exc}); waiting for '
-                           'the first screening')
+            logger.warning(f'A batch could not be ranked here ({type(exc).__name__}: {exc}); waiting for the '
+                           'first screening')
             return
         best_value = self.db.best(1)
         limit = max(BOOTSTRAP_SLOTS * (self.params.qc_workers + self.params.qc_prefetch),
                     int(BOOTSTRAP_BUDGET * self.params.search_size))
         queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None, limit=limit)
-        if self.model is None:
-            self.model = ranking.model  # MolDQN may start with it
-        logger.info(f'First batch ranked by the thinker while the first screening runs: {len(queued)} neighbours '
-                    f'of {", ".join(best)} in {time.perf_counter() - start:.2f} s')
+        self.model = ranking.model  # MolDQN may start with it
+        logger.info(f'Batch ranked by the thinker while the first screening runs: {len(queued)} neighbours of '
+                    f'{", ".join(best)} in {time.perf_counter() - start:.2f} s')
 
     def _maybe_generate(self) -> None:
         if 'moldqn' not in self.params.sources or self._generating or self.model is None or self._budget_left() <= 0:
