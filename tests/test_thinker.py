@@ -200,12 +200,13 @@ def test_verification_lane(tmp_path):
     assert [r['evaluation'] for r in search] == list(range(1, len(search) + 1))  # Verification is not counted
 
 
-@pytest.mark.parametrize('interleave', [True, False])
-def test_the_thinker_ranks_small_batches_until_the_first_screening_comes_back(tmp_path, interleave):
+@pytest.mark.parametrize('interleave,search_size', [(True, 32), (False, 32), (True, 12)])
+def test_the_thinker_ranks_small_batches_until_the_first_screening_comes_back(tmp_path, interleave, search_size):
     """No idle start: the initial population dispensed and no screening back yet, the thinker ranks neighbours"""
     store = RunStore(tmp_path / 'run')
     thinker = MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), store,
-                                    RunParams(**{**PARAMS, 'interleave': interleave}), get_spec('xtb'), agent=None,
+                                    RunParams(**{**PARAMS, 'interleave': interleave, 'search_size': search_size}),
+                                    get_spec('xtb'), agent=None,
                                     initial_smiles=INITIAL)
     for i, (smiles, value) in enumerate([('CCO', -800.), ('CCCC', -1200.), ('OCCO', -950.)]):
         thinker.db.add({'smiles': smiles, 'success': True, 'phase': 'initial', 'evaluation': i + 1,
@@ -225,11 +226,16 @@ def test_the_thinker_ranks_small_batches_until_the_first_screening_comes_back(tm
         assert first == [] and thinker.model is None
         store.close()
         return
-    assert len(first) == 4  # Two per QC slot (more than an eighth of the budget of 32)
     assert all(c.source == 'neighbours' and c.lane == 'steered' for c in first)
     assert {c.smiles for c in first}.isdisjoint({'CCO', 'CCCC', 'OCCO', 'CC(C)O'}) and thinker.model is not None
     second = batch()  # The next best molecules not expanded yet (here the third)
+    if search_size == 12:  # A quarter of the budget in all (3): then QC waits for the first screening
+        assert len(first) == 3 and second == []
+        store.close()
+        return
+    assert len(first) == 4  # Two per QC slot (more than an eighth of the budget of 32)
     assert second and {c.smiles for c in second}.isdisjoint({c.smiles for c in first})
+    assert len(first) + len(second) <= 8  # A quarter of the budget in all
     thinker.batches_done = 1  # A screening came back: the ML workers rank from now on
     assert batch() == []
     store.close()
