@@ -3,6 +3,9 @@
 Parsl is exercised by the end-to-end tests in test_run.py; here the point is what the thinker submits, records
 and how it ends.
 """
+import threading
+import time
+
 import pytest
 from colmena.models import Result
 from colmena.task_server.local import LocalTaskServer
@@ -229,13 +232,43 @@ def test_the_thinker_ranks_small_batches_until_the_first_screening_comes_back(tm
     assert all(c.source == 'neighbours' and c.lane == 'steered' for c in first)
     assert {c.smiles for c in first}.isdisjoint({'CCO', 'CCCC', 'OCCO', 'CC(C)O'}) and thinker.model is not None
     second = batch()  # The next best molecules not expanded yet (here the third)
-    if search_size == 12:  # A quarter of the budget in all (3): then QC waits for the first screening
-        assert len(first) == 3 and second == []
+    assert len(first) == 4  # Two per QC slot (more than an eighth of the budget)
+    assert second and {c.smiles for c in second}.isdisjoint({c.smiles for c in first})
+    if search_size == 12:  # Half of the budget in all (6): then QC waits for the first screening
+        assert len(second) == 2
+        thinker._bootstrapped.clear()  # Even with molecules left to expand
+        assert batch() == []
         store.close()
         return
-    assert len(first) == 4  # Two per QC slot (more than an eighth of the budget of 32)
-    assert second and {c.smiles for c in second}.isdisjoint({c.smiles for c in first})
-    assert len(first) + len(second) <= 8  # A quarter of the budget in all
     thinker.batches_done = 1  # A screening came back: the ML workers rank from now on
     assert batch() == []
+    store.close()
+
+
+def test_the_first_ml_tasks_wait_for_the_warm_up_and_the_screening_goes_first(tmp_path):
+    """A screening queued while the ML workers start would rank with the model of the first two results"""
+    store = RunStore(tmp_path / 'run')
+    thinker = MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), store, RunParams(**PARAMS), get_spec('xtb'),
+                                    agent=DQNAgent(seed=1), initial_smiles=INITIAL)
+    for i, (smiles, value) in enumerate([('CCO', -800.), ('CCCC', -1200.)]):
+        thinker.db.add({'smiles': smiles, 'success': True, 'phase': 'initial', 'evaluation': i + 1,
+                        'objective': value, 'value': {'atomization_energy': value}})
+    thinker._maybe_bootstrap()  # The thinker's own batch gives a model, with which MolDQN could start
+    assert thinker.model is not None
+    thinker._maybe_screen()
+    thinker._maybe_generate()
+    assert thinker._screening is None and thinker._generating is None  # No ML worker has answered yet
+    thinker.first_result['ml'] = time.monotonic()  # The warm-up came back
+    thinker._maybe_generate()
+    assert thinker._generating is None  # Not before the first screening
+    thinker._maybe_screen()
+    assert thinker._screening is not None
+    tasks = []  # Read as a task server would: a request bigger than the pipe's buffer (MolDQN's agent) waits for it
+    reader = threading.Thread(target=lambda: tasks.extend(thinker.queues.get_task(timeout=30)[1].method
+                                                          for _ in range(2)), daemon=True)
+    reader.start()
+    thinker._maybe_generate()
+    assert thinker._generating is not None
+    reader.join(30)
+    assert tasks == ['rank_candidates', 'generate_molecules']
     store.close()
