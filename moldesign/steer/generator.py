@@ -16,9 +16,9 @@ population is all dispensed and the queue is empty, the agent ranks a batch itse
 two best molecules it has not expanded yet, with the model fit on everything computed so far (tens of milliseconds
 to a second: the :func:`~moldesign.select.ranking.rank_candidates` the ML workers run, on one-edit neighbourhoods
 of two molecules), at most two molecules per QC slot or an eighth of the search budget per batch, so that each
-batch learns from the results of the one before, and half of the budget in all (then QC waits for the ML
-workers). The first screening takes over when it arrives. Not in the batch baseline (``interleave=False``), which
-stands for the original application.
+batch learns from the results of the one before; the last two molecules per QC slot of the budget are left to the
+ML workers' ranking (then QC waits for them). The first screening takes over when it arrives. Not in the batch
+baseline (``interleave=False``), which stands for the original application.
 
 Fresh first screening: the interleaved run submits its first ML task (screening first, then MolDQN) only once an ML
 worker has answered its warm-up. A screening carries its training set, so one queued while the ML workers start
@@ -52,9 +52,9 @@ BOOTSTRAP_STARTS, BOOTSTRAP_CHECKS = 2, 8
 BOOTSTRAP_SLOTS, BOOTSTRAP_BUDGET = 2, 0.125
 """... of which it queues at most this many per QC slot, or this share of the search budget if more: small batches,
 each ranked with the results of the one before, rather than the search spent on one early guess"""
-BOOTSTRAP_TOTAL = 0.5
-"""Share of the search budget the thinker may rank in all before the first screening: beyond it QC waits for the ML
-workers (a small run is not spent before the search's own tools, MolDQN and the screening, have had a say)"""
+BOOTSTRAP_RESERVE = 2
+"""Molecules per QC slot of the budget the thinker leaves to the ML workers' first screening: a small run is not
+spent before the search's own tools, MolDQN and the screening, have had a say"""
 
 
 class RunAborted(RuntimeError):
@@ -74,7 +74,6 @@ class GeneratorAgent:
     _last_screening = float('-inf')
     _round = 0
     _bootstrapped: Optional[Set[str]] = None  # Molecules whose neighbours the thinker ranked itself (module docstring)
-    _bootstrap_queued = 0  # Molecules the thinker queued that way
 
     @agent(startup=True)  # Its normal end (budget spent) must not stop the consumer
     def steer(self):
@@ -159,7 +158,8 @@ class GeneratorAgent:
         if self.batches_done or not self.params.interleave or 'neighbours' not in self.params.sources or \
                 self.pool.depth('initial') or self.pool.depth('steered') or self._budget_left() <= 0:
             return
-        left = int(BOOTSTRAP_TOTAL * self.params.search_size) - self._bootstrap_queued
+        slots = self.params.qc_workers + self.params.qc_prefetch
+        left = self._budget_left() - BOOTSTRAP_RESERVE * slots
         if left <= 0:
             return
         if self._bootstrapped is None:
@@ -177,10 +177,8 @@ class GeneratorAgent:
                            'first screening')
             return
         best_value = self.db.best(1)
-        limit = max(BOOTSTRAP_SLOTS * (self.params.qc_workers + self.params.qc_prefetch),
-                    int(BOOTSTRAP_BUDGET * self.params.search_size))
+        limit = max(BOOTSTRAP_SLOTS * slots, int(BOOTSTRAP_BUDGET * self.params.search_size))
         queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None, limit=min(limit, left))
-        self._bootstrap_queued += len(queued)
         self.model = ranking.model  # MolDQN may start with it
         logger.info(f'Batch ranked by the thinker while the first screening runs: {len(queued)} neighbours of '
                     f'{", ".join(best)} in {time.perf_counter() - start:.2f} s')
