@@ -104,6 +104,7 @@ def test_nan_predictions_are_never_queued():
 
 def test_expansions_once_per_depth_and_forgotten_on_failure():
     pool = CandidatePool()
+    assert pool.expansions(['A', 'B', 'C'], depths=(2, 1, 1), mark=False) == {'A': 2, 'B': 1, 'C': 1}  # Only asks
     assert pool.expansions(['A', 'B', 'C'], depths=(2, 1, 1)) == {'A': 2, 'B': 1, 'C': 1}
     assert pool.expansions(['A', 'B', 'C'], depths=(2, 1, 1)) == {}
     assert pool.expansions(['B', 'A'], depths=(2, 1)) == {'B': 2}  # B became the best: deeper now

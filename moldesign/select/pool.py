@@ -144,18 +144,21 @@ class CandidatePool:
             self._verify_seen.update(verified)
 
     # ------------------------------------------------------------------ screening
-    def expansions(self, best: Sequence[str], depths: Sequence[int] = NEIGHBOR_DEPTH) -> Dict[str, int]:
+    def expansions(self, best: Sequence[str], depths: Sequence[int] = NEIGHBOR_DEPTH, mark: bool = True
+                   ) -> Dict[str, int]:
         """Which of the best molecules need their neighbourhoods enumerated (marked as done)
 
         Args:
             best: The best molecules computed so far, best first
             depths: Neighbourhood depth for the best, second best, ...
+            mark: Mark them as done (the caller enumerates them); False only asks
         Returns:
             Molecule -> depth, for those not yet expanded to that depth
         """
         with self._cond:
             todo = {s: d for s, d in zip(best, depths) if self._expanded.get(s, 0) < d}
-            self._expanded.update(todo)
+            if mark:
+                self._expanded.update(todo)
             return todo
 
     def forget_expansions(self, expanded: Dict[str, int]) -> None:

@@ -12,11 +12,12 @@ finds its agent on the thinker). It is the only reader of topic ``ML``. Its loop
 - hand each result to the pool (:meth:`~moldesign.select.pool.CandidatePool.apply_ranking`, ``add``) and to disk.
 
 No idle start: while no screening has come back (the ML workers are starting, or busy), whenever the initial
-population is all dispensed and the queue is empty, the agent ranks a batch itself: the one-edit neighbours of the
-two best molecules it has not expanded yet, with the model fit on everything computed so far (tens of milliseconds
-to a second: the :func:`~moldesign.select.ranking.rank_candidates` the ML workers run, on one-edit neighbourhoods
-of two molecules), at most two molecules per QC slot or an eighth of the search budget per batch, so that each
-batch learns from the results of the one before; the last two molecules per QC slot of the budget are left to the
+population is all dispensed and the queue is empty, the agent ranks a batch itself: the neighbours of the two best
+molecules it has not expanded yet (two edits away from the two best, one from the others, as deep as the screening
+goes, which then need not enumerate them again), with the model fit on everything computed so far (0.1-1.5 s: the
+:func:`~moldesign.select.ranking.rank_candidates` the ML workers run, on the neighbourhoods of two molecules), at
+most two molecules per QC slot or an eighth of the search budget per batch, so that each batch learns from the
+results of the one before; the last two molecules per QC slot of the budget are left to the
 ML workers' ranking (then QC waits for them). The first screening takes over when it arrives. Not in the batch
 baseline (``interleave=False``), which stands for the original application.
 
@@ -35,6 +36,7 @@ from colmena.exceptions import TimeoutException
 from colmena.models import Result
 from colmena.thinker import agent
 
+from moldesign.select.pool import NEIGHBOR_DEPTH
 from moldesign.select.ranking import rank_candidates
 from moldesign.steer.records import failure_message, task_record
 from moldesign.store import RL_RECORDS, SCREENING_RECORDS
@@ -48,7 +50,7 @@ MIN_CHECKS, MAX_CHECKS = 32, 256
 MAX_ML_FAILURES = 3
 """Consecutive failures of an ML method that end the run"""
 BOOTSTRAP_STARTS, BOOTSTRAP_CHECKS = 2, 8
-"""First batch ranked by the thinker itself: one-edit neighbours of this many best molecules, embeddings checked"""
+"""First batches ranked by the thinker itself: neighbours of this many best molecules, embeddings checked"""
 BOOTSTRAP_SLOTS, BOOTSTRAP_BUDGET = 2, 0.125
 """... of which it queues at most this many per QC slot, or this share of the search budget if more: small batches,
 each ranked with the results of the one before, rather than the search spent on one early guess"""
@@ -122,7 +124,7 @@ class GeneratorAgent:
         """Nothing to compute and nothing that could produce candidates"""
         return ('moldqn' not in self.params.sources and not self._screening and not self.in_flight
                 and not self.pool.depth('steered') and not self.pool.has_unranked and not self.pool.expansions(
-                    [s for _, s in self.db.best(N_STARTS)]))
+                    [s for _, s in self.db.best(N_STARTS)], mark=False))
 
     def _ml_starting(self) -> bool:
         """Whether the interleaved run still waits for the ML workers' warm-up (see the module docstring)"""
@@ -164,24 +166,30 @@ class GeneratorAgent:
             return
         if self._bootstrapped is None:
             self._bootstrapped = set()
-        best = [s for _, s in self.db.best(N_STARTS) if s not in self._bootstrapped][:BOOTSTRAP_STARTS]
-        if not best:
+        best = [s for _, s in self.db.best(N_STARTS)]
+        todo = [s for s in best if s not in self._bootstrapped][:BOOTSTRAP_STARTS]
+        if not todo:
             return
-        self._bootstrapped.update(best)
+        self._bootstrapped.update(todo)
+        # As deep as the screening would go (two edits for the two best): the screening need not enumerate them again
+        depth = dict(zip(best, NEIGHBOR_DEPTH))
+        marked = self.pool.expansions(todo, [depth[s] for s in todo])
+        expand = marked or {s: 1 for s in todo}
         start = time.perf_counter()
         try:
-            ranking = rank_candidates(self.db.training_set(), {}, self.params.objective, expand={s: 1 for s in best},
+            ranking = rank_candidates(self.db.training_set(), {}, self.params.objective, expand=expand,
                                       failures=self.db.failures(), check_top=BOOTSTRAP_CHECKS)
         except Exception as exc:  # The ML workers' screening will do
             logger.warning(f'A batch could not be ranked here ({type(exc).__name__}: {exc}); waiting for the '
                            'first screening')
+            self.pool.forget_expansions(marked)
             return
         best_value = self.db.best(1)
         limit = max(BOOTSTRAP_SLOTS * slots, int(BOOTSTRAP_BUDGET * self.params.search_size))
         queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None, limit=min(limit, left))
         self.model = ranking.model  # MolDQN may start with it
         logger.info(f'Batch ranked by the thinker while the first screening runs: {len(queued)} neighbours of '
-                    f'{", ".join(best)} in {time.perf_counter() - start:.2f} s')
+                    f'{", ".join(todo)} in {time.perf_counter() - start:.2f} s')
 
     def _maybe_generate(self) -> None:
         if 'moldqn' not in self.params.sources or self._generating or self.model is None or self._budget_left() <= 0 \
