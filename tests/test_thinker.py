@@ -241,7 +241,7 @@ def test_the_thinker_ranks_small_batches_until_the_first_screening_comes_back(tm
         assert batch() == []
         store.close()
         return
-    thinker.batches_done = 1  # A screening came back: the ML workers rank from now on
+    thinker._fresh = True  # A screening as fresh as the thinker's batches came back: the ML workers rank from now on
     assert batch() == []
     store.close()
 

@@ -18,8 +18,10 @@ goes, which then need not enumerate them again), with the model fit on everythin
 :func:`~moldesign.select.ranking.rank_candidates` the ML workers run, on the neighbourhoods of two molecules), at
 most two molecules per QC slot or an eighth of the search budget per batch, so that each batch learns from the
 results of the one before; the last two molecules per QC slot of the budget are left to the
-ML workers' ranking (then QC waits for them). The first screening takes over when it arrives. Not in the batch
-baseline (``interleave=False``), which stands for the original application.
+ML workers' ranking (then QC waits for them). Each batch is ranked while every QC slot still has a molecule
+queued, so QC does not wait for it. The first screening at least as fresh as the thinker's last batch (fit on as
+many results) takes over; an older one, fit on fewer results than the thinker has seen, only adds its best two
+molecules per QC slot. Not in the batch baseline (``interleave=False``), which stands for the original application.
 
 Fresh first screening: the interleaved run submits its first ML task (screening first, then MolDQN) only once an ML
 worker has answered its warm-up. A screening carries its training set, so one queued while the ML workers start
@@ -76,6 +78,8 @@ class GeneratorAgent:
     _last_screening = float('-inf')
     _round = 0
     _bootstrapped: Optional[Set[str]] = None  # Molecules whose neighbours the thinker ranked itself (module docstring)
+    _bootstrap_n = 0  # Molecules the model of the thinker's last own batch was fit on
+    _fresh = False  # A screening at least as fresh as the thinker's own batches came back: they are over
 
     @agent(startup=True)  # Its normal end (budget spent) must not stop the consumer
     def steer(self):
@@ -157,11 +161,11 @@ class GeneratorAgent:
 
     def _maybe_bootstrap(self) -> None:
         """Rank a batch here if QC is about to run out of molecules and no screening has come back yet"""
-        if self.batches_done or not self.params.interleave or 'neighbours' not in self.params.sources or \
-                self.pool.depth('initial') or self.pool.depth('steered') or self._budget_left() <= 0:
-            return
         slots = self.params.qc_workers + self.params.qc_prefetch
-        left = self._budget_left() - BOOTSTRAP_RESERVE * slots
+        if self._fresh or not self.params.interleave or 'neighbours' not in self.params.sources or \
+                self.pool.depth('initial') or self.pool.depth('steered') > slots:
+            return  # Ranked while the slots still have a molecule each: QC does not wait for the ranking
+        left = self._budget_left() - self.pool.depth('steered') - BOOTSTRAP_RESERVE * slots
         if left <= 0:
             return
         if self._bootstrapped is None:
@@ -187,6 +191,7 @@ class GeneratorAgent:
         best_value = self.db.best(1)
         limit = max(BOOTSTRAP_SLOTS * slots, int(BOOTSTRAP_BUDGET * self.params.search_size))
         queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None, limit=min(limit, left))
+        self._bootstrap_n = ranking.n_train
         self.model = ranking.model  # MolDQN may start with it
         logger.info(f'Batch ranked by the thinker while the first screening runs: {len(queued)} neighbours of '
                     f'{", ".join(todo)} in {time.perf_counter() - start:.2f} s')
@@ -235,7 +240,12 @@ class GeneratorAgent:
             ranking = result.value
             self.model = ranking.model
             best = self.db.best(1)
-            queued = self.pool.apply_ranking(ranking, best[0][0] if best else None)
+            # A screening older than the thinker's own last batch only adds a few of its best: the thinker goes on
+            stale = ranking.n_train < self._bootstrap_n
+            self._fresh = self._fresh or not stale
+            slots = self.params.qc_workers + self.params.qc_prefetch
+            queued = self.pool.apply_ranking(ranking, best[0][0] if best else None,
+                                             limit=BOOTSTRAP_SLOTS * slots if stale else None)
             self.batches_done += 1
             self.reranks += self.params.queue_policy == 'rerank'
             self.store.append(SCREENING_RECORDS, task_record(
