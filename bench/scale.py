@@ -584,6 +584,10 @@ def _fmt(value: Optional[float], spec: str) -> str:
 
 def print_cell(f: Dict[str, Any]) -> None:
     """Print one cell's figures"""
+    if 'error' in f:
+        print(f'N={f["slots"]} T={f["mean_time_s"]:g}s: no figures ({f["error"]}; exit code {f.get("exit_code")})',
+              flush=True)
+        return
     cpu = f.get('cpu') or {}
     print(f'N={f["slots"]} T={f["mean_time_s"]:g}s: utilization {_fmt(f["utilization"], ".3f")} '
           f'(whole run {_fmt(f["utilization_whole_run"], ".3f")}), {_fmt(f["results_per_s"], ".1f")} results/s over '
@@ -618,6 +622,9 @@ def print_table(cells: Sequence[Dict[str, Any]]) -> None:
           f'{"fed_p99":>7s} {"thinker":>7s} {"ms/res":>6s} {"server":>6s} {"ml":>5s} {"load":>5s} {"screens":>7s} '
           f'{"dry":>4s}')
     for f in cells:
+        if 'error' in f:
+            print(f'{f["slots"]:>5d} {f["mean_time_s"]:>4g} {f["error"]}')
+            continue
         cpu = f.get('cpu') or {}
         print(f'{f["slots"]:>5d} {f["mean_time_s"]:>4g} {_fmt(f["utilization"], ">6.3f")} '
               f'{_fmt(f["utilization_whole_run"], ">6.3f")} {_fmt(f["results_per_s"], ">7.1f")} '
@@ -627,27 +634,6 @@ def print_table(cells: Sequence[Dict[str, Any]]) -> None:
               f'{_fmt(cpu.get("task_server"), ">6.2f")} {_fmt(cpu.get("ml"), ">5.2f")} '
               f'{_fmt(cpu.get("load"), ">5.1f")} '
               f'{f["n_screenings"]:>7d} {str(f.get("queue_ran_dry")):>4s}')
-
-
-def start_redis(work: Path) -> Tuple[Any, int]:
-    """A redis-server on a free loopback port (no persistence): (process, port)"""
-    import shutil
-    import socket
-    import subprocess
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([shutil.which('redis-server') or 'redis-server', '--port', str(port), '--bind',
-                             '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', str(work)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return proc, port
 
 
 def _parse_cell(text: str) -> Tuple[int, float]:
@@ -709,24 +695,21 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'app {app or "defaults"}', flush=True)
 
     from simulated_qc import load_oracle
+
+    from moldesign.steer.redis_local import local_redis
     oracle = load_oracle()
     work = common.tmp_work_dir('bench-scale-', args.keep_runs)
     results: List[Dict[str, Any]] = []
     start = time.perf_counter()
-    redis = start_redis(work) if args.redis else None
-    if redis is not None:
-        app.update({'redishost': '127.0.0.1', 'redisport': redis[1]})
-    try:
+    with contextlib.ExitStack() as stack:
+        if args.redis:
+            app.update({'redishost': '127.0.0.1', 'redisport': stack.enter_context(local_redis(work))})
+        stack.callback(common.remove_tmp, work, args.keep_runs)
         for slots, mean_time in cells:
             figures = run_cell(work, slots, mean_time, duration, oracle, args.prefetch, args.ml_workers, app,
                                args.seed, library=not args.no_library)
             results.append(figures)
             print_cell(figures)
-    finally:
-        if redis is not None:
-            redis[0].terminate()
-            redis[0].wait(10)
-        common.remove_tmp(work, args.keep_runs)
     print_table(results)
     summary = {'machine': machine, 'duration': duration, 'prefetch': args.prefetch, 'ml_workers': args.ml_workers,
                'app': app, 'quick': args.quick, 'cells': results, 'elapsed': time.perf_counter() - start,
@@ -745,8 +728,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def print_last_line(cells: Sequence[Dict[str, Any]]) -> None:
     """The utilization at N = 1024, T = 10 s (or of the last cell)"""
     last = next((c for c in cells if c['slots'] == 1024 and c['mean_time_s'] == 10.), cells[-1])
-    print(f'utilization at N={last["slots"]}, T={last["mean_time_s"]:g} s: {_fmt(last["utilization"], ".3f")} '
-          f'(target >= {TARGET_UTILIZATION}); p99 result->submission {_fmt(last["latency_p99_ms"], ".1f")} ms '
+    print(f'utilization at N={last["slots"]}, T={last["mean_time_s"]:g} s: {_fmt(last.get("utilization"), ".3f")} '
+          f'(target >= {TARGET_UTILIZATION}); p99 result->submission {_fmt(last.get("latency_p99_ms"), ".1f")} ms '
           f'(target <= {TARGET_P99_MS:.0f})')
 
 

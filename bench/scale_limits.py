@@ -23,8 +23,6 @@ import argparse
 import multiprocessing
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -77,12 +75,6 @@ def _echo_server(queues) -> None:
         queues.send_result(task)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def queue_roundtrip(queues, n_serial: int = 500, n_pipelined: int = 5000, window: int = 256) -> Dict[str, float]:
     """Round-trip latency (one task at a time) and throughput (``window`` tasks in flight) of Colmena queues"""
     from moldesign.steer.queues import TOPICS  # noqa: F401  (topics of the application)
@@ -127,28 +119,15 @@ def queue_roundtrip(queues, n_serial: int = 500, n_pipelined: int = 5000, window
 
 def part_queues() -> Dict[str, Any]:
     from moldesign.steer.queues import TOPICS, AuthRedisQueues, ThreadSafePipeQueues
+    from moldesign.steer.redis_local import local_redis
     out = {'pipes': queue_roundtrip(ThreadSafePipeQueues(topics=TOPICS))}
-    redis_server = shutil.which('redis-server')
-    if redis_server is None:
-        out['redis'] = {'error': 'redis-server not installed'}
-        return out
-    port = _free_port()
     work = tempfile.mkdtemp(prefix='bench-redis-')
-    proc = subprocess.Popen([redis_server, '--port', str(port), '--bind', '127.0.0.1', '--save', '',
-                             '--appendonly', 'no', '--dir', work], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        for _ in range(50):
-            try:
-                queues = AuthRedisQueues(TOPICS, '127.0.0.1', port, prefix='bench')
-                break
-            except ConnectionError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError('redis-server did not start')
-        out['redis'] = queue_roundtrip(queues)
+        with local_redis(Path(work)) as port:
+            out['redis'] = queue_roundtrip(AuthRedisQueues(TOPICS, '127.0.0.1', port, prefix='bench'))
+    except FileNotFoundError as exc:
+        out['redis'] = {'error': str(exc)}
     finally:
-        proc.terminate()
-        proc.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     return out
 

@@ -1,7 +1,4 @@
 """The Colmena queues of the application: a big ML request never holds up a QC request; Redis waits below 1 s"""
-import shutil
-import socket
-import subprocess
 import threading
 import time
 
@@ -33,29 +30,6 @@ def test_a_big_ml_request_does_not_block_qc_requests():
         queues.get_task(timeout=1)
     with pytest.raises(TimeoutException):
         queues.get_task(timeout=0.05)
-
-
-@pytest.fixture
-def redis_port(tmp_path):
-    """A redis-server on a free loopback port"""
-    if shutil.which('redis-server') is None:
-        pytest.skip('redis-server is not installed (apt-get install redis-server)')
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(['redis-server', '--port', str(port), '--bind', '127.0.0.1', '--save', '',
-                             '--appendonly', 'no', '--dir', str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield port
-    proc.terminate()
-    proc.wait(10)
 
 
 class _Spy:

@@ -4,9 +4,7 @@ Also the command line's handling of bad input, which stops before any QC.
 """
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from moldesign.steer.redis_local import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ('run_params.json', 'qc_spec.json', 'host_info.json', 'runtime.log', 'parsl_config.txt',
@@ -129,33 +129,6 @@ def test_small_campaign(tmp_path):
     assert (run_dir / 'report.md').is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    """A real redis-server on loopback, with a password"""
-    if shutil.which('redis-server') is None:
-        pytest.skip('redis-server is not installed (apt-get install redis-server)')
-    port, password = _free_port(), 'test-secret-pw'
-    proc = subprocess.Popen(['redis-server', '--port', str(port), '--bind', '127.0.0.1', '--requirepass', password,
-                             '--save', '', '--appendonly', 'no', '--dir', str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield port, password
-    proc.terminate()
-    proc.wait(10)
-
-
 @pytest.mark.slow
 def test_campaign_through_redis(tmp_path, redis_server):
     port, password = redis_server
@@ -183,7 +156,7 @@ def test_redis_wrong_password_fails_fast(tmp_path, redis_server):
 
 def test_redis_unreachable_fails_fast(tmp_path):
     start = time.monotonic()
-    proc = run_campaign(tmp_path, *SMALL, '--redishost', '127.0.0.1', '--redisport', str(_free_port()), timeout=60)
+    proc = run_campaign(tmp_path, *SMALL, '--redishost', '127.0.0.1', '--redisport', str(free_port()), timeout=60)
     assert proc.returncode == 2
     assert 'Cannot reach Redis' in proc.stderr
     assert time.monotonic() - start < 30

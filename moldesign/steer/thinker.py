@@ -210,7 +210,10 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         deadline = None
         while not self.aborted.is_set():
             if self.finished():
-                logger.info(f'Evaluated {self.db.n_steered} steered molecules: campaign complete')
+                if self.stop_requested.is_set():
+                    logger.info(f'Stopped after {self.db.n_steered} steered molecules; nothing was in flight')
+                else:
+                    logger.info(f'Evaluated {self.db.n_steered} steered molecules: campaign complete')
                 return
             if self.stop_requested.is_set():
                 if deadline is None:
