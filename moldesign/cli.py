@@ -242,7 +242,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     from moldesign.steer.checks import UsageError
     prog = 'run.py'
-    args = None
+    args = campaign = None
     try:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -256,7 +256,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'{prog}: error: {exc}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f'{prog}: interrupted before the run started; nothing was computed', file=sys.stderr)
+        if campaign is not None:  # Its run directory is complete: it can be continued
+            print(f'{prog}: interrupted before any task started. Continue with: python run.py --restart '
+                  f'{campaign.run_dir}', file=sys.stderr)
+        else:
+            print(f'{prog}: interrupted before the run started; nothing was computed', file=sys.stderr)
         return 130
     except Exception as exc:
         if args is None or args.debug:

@@ -118,15 +118,16 @@ def signal_scenario(tmp_path_factory) -> SignalScenario:
     """SIGTERM mid-run with the QC worker stopped (so a result finishes after SIGTERM), then a restart ended by
     SIGHUP and Ctrl-C
 
-    1. run with --shutdown-timeout 120; wait for a steered result and a MolDQN call (its ~1 MB result must not
-       hold up the QC results);
+    1. run with --shutdown-timeout 120 and a budget that outlasts the first MolDQN call (the thinker's own first
+       batches keep QC busy meanwhile, so a small budget could be spent before it); wait for a steered result and a
+       MolDQN call (its ~1 MB result must not hold up the QC results);
     2. SIGSTOP the QC worker, SIGTERM run.py, SIGCONT the worker 2 s after the thinker started draining;
     3. copy the run directory (for the damaged-restart tests), delete agent.pkl;
     4. --restart; once it computed a new steered molecule, stop its QC worker, SIGHUP, and when the thinker
        drains, Ctrl-C (a second signal exits at once).
     """
     tmp = tmp_path_factory.mktemp('signals')
-    proc = F.start(tmp, '--out-dir', str(tmp / 'runs'), *F.TINY, '--search-size', '40', '--shutdown-timeout', '120')
+    proc = F.start(tmp, '--out-dir', str(tmp / 'runs'), *F.TINY, '--search-size', '200', '--shutdown-timeout', '120')
     run_dir = None
     try:
         run_dir = F.the_run_dir(tmp / 'runs')

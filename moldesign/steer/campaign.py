@@ -185,13 +185,12 @@ class Campaign:
         Returns:
             Exit code: 0 complete, 1 error, 130 interrupted
         """
+        self.signals = StopSignals(self.run_dir, self.options.shutdown_timeout, self._request_stop, self._exit_now,
+                                   before_exit=self._stop_progress)
+        self.signals.install()  # From here on a signal never ends in a traceback (the imports below take a while)
         from moldesign.report.console import setup_logging
         from moldesign.report.progress import ProgressReporter
         from moldesign.steer.server import check_path_for_parsl, mark_run_processes, stop_task_server
-
-        self.signals = StopSignals(self.run_dir, self.options.shutdown_timeout, self._request_stop, self._exit_now,
-                                   before_exit=self._stop_progress)
-        self.signals.install()  # From here on a signal never ends in a traceback
         try:
             progress = self._progress = ProgressReporter(enabled=not self.options.quiet,
                                                          title=f'moldesign  {self.run_dir.name}')
