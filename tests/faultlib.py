@@ -228,6 +228,14 @@ def kill_processes_of(run_dir: Path) -> None:
             pass
 
 
+def end_run(proc: Optional[subprocess.Popen], run_dir: Optional[Path]) -> None:
+    """A scenario's clean-up, whatever state it ended in: kill run.py if it still runs, then every process of the run"""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+    if run_dir is not None:
+        kill_processes_of(run_dir)
+
+
 def qc_workers(run_dir: Path) -> List[psutil.Process]:
     """Worker processes of the Parsl ``qc`` executor of a run (the pool's children that loaded tblite)"""
     workers = []

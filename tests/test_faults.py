@@ -167,10 +167,7 @@ def signal_scenario(tmp_path_factory) -> SignalScenario:
         return SignalScenario(run_dir, copy, first, in_flight, term_time, leftover, agent_deleted, restart,
                               ended - second)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        if run_dir is not None:
-            F.kill_processes_of(run_dir)
+        F.end_run(proc, run_dir)
 
 
 @pytest.mark.slow
@@ -306,10 +303,7 @@ def kill_scenario(tmp_path_factory) -> KillScenario:
         F.assert_no_processes_left(run_dir, timeout=30)
         return KillScenario(run_dir, killed, cleanup, first, second, holder, stale, before, cut, bool(workers), last)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        if run_dir is not None:
-            F.kill_processes_of(run_dir)
+        F.end_run(proc, run_dir)
 
 
 @pytest.mark.slow
@@ -435,10 +429,7 @@ def disk_full_scenario(tmp_path_factory) -> Iterator[DiskFullScenario]:
         F.assert_no_processes_left(run_dir, timeout=30)
         yield DiskFullScenario(run_dir, at_fill, full, files_after, restart)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-        if run_dir is not None:
-            F.kill_processes_of(run_dir)
+        F.end_run(proc, run_dir)
         F.umount(mount)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from faultlib import qc_workers
+
 from moldesign.steer.redis_local import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,26 +204,6 @@ def test_sigint_then_restart(tmp_path):
     assert summary['answer']['smiles'] in top2 and summary['answer']['verify_qc'] == 'pyscf/hf/sto-3g//xtb'
 
 
-def _qc_worker_processes(run_dir: Path) -> list:
-    """Worker processes of the Parsl `qc` executor of a run
-
-    Their pool's log directory is in the run directory (Parsl's LocalProvider detaches the pools from the
-    process tree of run.py). A pool's children also include its multiprocessing manager, which must live:
-    the workers are the children that have loaded tblite (they ran GFN2-xTB).
-    """
-    workers = []
-    for proc in psutil.process_iter(['cmdline']):
-        cmdline = ' '.join(proc.info['cmdline'] or [])
-        if 'process_worker_pool' in cmdline and str(run_dir) in cmdline and '/qc' in cmdline:
-            for child in proc.children():
-                try:
-                    if any('tblite' in m.path for m in child.memory_maps()):
-                        workers.append(child)
-                except psutil.NoSuchProcess:
-                    pass
-    return workers
-
-
 @pytest.mark.slow
 def test_worker_killed_mid_run(tmp_path):
     """kill -9 of a QC worker: Parsl re-runs the task on a new worker and the run finishes"""
@@ -229,7 +211,7 @@ def test_worker_killed_mid_run(tmp_path):
                           '--verify-qc', 'none')
     try:
         run_dir = wait_for_steered(tmp_path, 1)
-        workers = _qc_worker_processes(run_dir)
+        workers = qc_workers(run_dir)
         assert workers, 'no QC worker process found'
         for worker in workers:
             worker.kill()

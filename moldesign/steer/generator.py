@@ -130,6 +130,11 @@ class GeneratorAgent:
                 and not self.pool.depth('steered') and not self.pool.has_unranked and not self.pool.expansions(
                     [s for _, s in self.db.best(N_STARTS)], mark=False))
 
+    @property
+    def _qc_slots(self) -> int:
+        """Molecules the QC executor holds at once: one computing and the prefetched ones per worker"""
+        return self.params.qc_workers + self.params.qc_prefetch
+
     def _ml_starting(self) -> bool:
         """Whether the interleaved run still waits for the ML workers' warm-up (see the module docstring)"""
         return self.params.interleave and self.first_result['ml'] is None
@@ -147,7 +152,7 @@ class GeneratorAgent:
             return
         training = self.db.training_set()
         candidates = self.pool.to_screen()
-        slots = self.params.qc_workers + self.params.qc_prefetch
+        slots = self._qc_slots
         options = {'expand': expand, 'failures': self.db.failures(),
                    'verified': self.db.verified_deltas() if self.params.verify_learn else [],
                    'check_top': min(MAX_CHECKS, max(MIN_CHECKS, 2 * slots)),
@@ -161,7 +166,7 @@ class GeneratorAgent:
 
     def _maybe_bootstrap(self) -> None:
         """Rank a batch here if QC is about to run out of molecules and no screening has come back yet"""
-        slots = self.params.qc_workers + self.params.qc_prefetch
+        slots = self._qc_slots
         if self._fresh or not self.params.interleave or 'neighbours' not in self.params.sources or \
                 self.pool.depth('initial') or self.pool.depth('steered') > slots:
             return  # Ranked while the slots still have a molecule each: QC does not wait for the ranking
@@ -243,9 +248,8 @@ class GeneratorAgent:
             # A screening older than the thinker's own last batch only adds a few of its best: the thinker goes on
             stale = ranking.n_train < self._bootstrap_n
             self._fresh = self._fresh or not stale
-            slots = self.params.qc_workers + self.params.qc_prefetch
             queued = self.pool.apply_ranking(ranking, best[0][0] if best else None,
-                                             limit=BOOTSTRAP_SLOTS * slots if stale else None)
+                                             limit=BOOTSTRAP_SLOTS * self._qc_slots if stale else None)
             self.batches_done += 1
             self.reranks += self.params.queue_policy == 'rerank'
             self.store.append(SCREENING_RECORDS, task_record(
