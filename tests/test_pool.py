@@ -9,13 +9,13 @@ from moldesign.select.pool import CandidatePool
 from moldesign.select.ranking import Ranking, rank_candidates
 
 
-def ranking(pairs, sources=None, std=None) -> Ranking:
+def ranking(pairs, sources=None, std=None, success=None) -> Ranking:
     """A ranking of (smiles, predicted mean) pairs"""
     smiles = [s for s, _ in pairs]
     return Ranking(smiles=smiles, sources=sources or ['moldqn'] * len(smiles),
                    mean=np.array([m for _, m in pairs], dtype=float),
                    std=np.ones(len(smiles)) if std is None else np.asarray(std, dtype=float),
-                   model=None, n_train=2)
+                   success=None if success is None else np.asarray(success, dtype=float), model=None, n_train=2)
 
 
 def drain(pool, lane='steered'):
@@ -160,12 +160,12 @@ def test_molecules_dispensed_while_a_ranking_is_built_are_left_out(policy, monke
     popped = []
     alternate = pool_module._alternate
 
-    def alternate_while_popping(sources, scores):
+    def alternate_while_popping(sources, scores, last=None):
         thread = threading.Thread(target=lambda: popped.append(pool.pop('steered').smiles))
         thread.start()
         thread.join(30)
         assert not thread.is_alive(), 'pop() waited for the ranking'
-        return alternate(sources, scores)
+        return alternate(sources, scores, last)
 
     monkeypatch.setattr(pool_module, '_alternate', alternate_while_popping)
     queued = pool.apply_ranking(ranking([('A', 1.), ('B', 2.), ('C', 3.)]))
@@ -232,3 +232,34 @@ def test_bredt_violations_are_infeasible_without_an_embedding_attempt():
     assert result.mean[0] == result.mean.min()
     assert result.infeasible == [bridgehead_alkene]
     assert result.feasible == ['CCCCCC']  # The one embedding attempt went to the next best
+
+
+@pytest.mark.parametrize('policy', ['rerank', 'recency'])
+def test_likely_qc_failures_come_after_every_other_candidate(policy):
+    pool = CandidatePool(policy=policy, batch_size=8)
+    pairs = [('cage1', -9.), ('A', -3.), ('cage2', -8.), ('B', -2.), ('C', -1.)]
+    pool.apply_ranking(ranking(pairs, sources=['moldqn', 'moldqn', 'neighbours', 'neighbours', 'moldqn'],
+                               success=[0.2, 0.9, 0.4, 0.5, 0.99]))
+    # Best first and the sources alternating among the likely successes; then the likely failures, best first
+    assert [c.smiles for c in drain(pool)] == ['A', 'B', 'C', 'cage1', 'cage2']
+
+
+def test_screening_reports_the_success_probability_once_qc_has_failed():
+    training = [('CCO', -800.), ('CC', -700.), ('CCC', -950.), ('CCCC', -1200.), ('OCCO', -900.), ('CCCO', -1100.)]
+    candidates = {'CCCCC': 'moldqn', 'C12C3C4C1C2C34': 'moldqn'}
+    assert rank_candidates(training, candidates, 'atomization_energy').success is None
+    result = rank_candidates(training, candidates, 'atomization_energy',
+                             failures=['C1C2CC3C1C23', 'C1C2C3C1C23', 'C12C3C4C1C5C2C3C45'])
+    success = dict(zip(result.smiles, result.success))
+    assert success['CCCCC'] > 0.5 > success['C12C3C4C1C2C34']
+    pool = CandidatePool()
+    pool.apply_ranking(result)
+    assert [c.smiles for c in drain(pool)] == ['CCCCC', 'C12C3C4C1C2C34']
+
+
+def test_screening_checks_until_enough_candidates_are_feasible():
+    training = [('CCO', -800.), ('CC', -700.), ('CCC', -950.), ('CCCC', -1200.)]
+    full = rank_candidates(training, {}, 'atomization_energy', expand={'CCCC': 1}, check_top=20)
+    assert len(full.feasible) + len(full.infeasible) == min(20, len(full.smiles))
+    enough = rank_candidates(training, {}, 'atomization_energy', expand={'CCCC': 1}, check_top=20, enough=3)
+    assert len(enough.feasible) == 3 and enough.feasible == full.feasible[:3]

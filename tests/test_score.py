@@ -158,3 +158,22 @@ def test_steering_model_corrects_toward_verification_and_penalises_failures():
     assert penalised.failure_weight([cage])[0] > 0 and penalised.failure_weight([chain])[0] == 0
     penalised_cage = compute_score(penalised, [cage], 'atomization_energy')[0][0]
     assert penalised_cage > compute_score(plain, [cage], 'atomization_energy')[0][0]
+
+
+def test_strain_model_learns_the_limit_from_failures():
+    from moldesign.score import StrainModel
+    from moldesign.simulate.embed import strain_energy
+    ok = ['CCO', 'CCCC', 'C1CCCCC1', 'CC1CCCO1', 'OCC12NC1C1CC2O1', 'CCC12CCOCC1C2']
+    failed = ['C1OC2C3OC45C2C4C135', 'C1C23C4OC15C41OC2C351', 'C1OC2C3C45OC16C24C365']  # Broke in GFN2-xTB
+    assert all(strain_energy(s) > strain_energy('CCCC') for s in failed)
+    model = StrainModel().fit(ok + failed[:2], [True] * len(ok) + [False] * 2)
+    import numpy as np
+    assert np.median([strain_energy(s) for s in ok]) < model.limit_ < min(strain_energy(s) for s in failed[:2])
+    assert list(model.predict(['CCCCC', failed[2]])) == [True, False]  # A new cage beyond the limit
+    assert model.learned_
+    one = StrainModel().fit(ok + failed[:1], [True] * len(ok) + [False])  # One failure: the prior, ~QM9's 99th pct
+    assert not one.learned_ and one.limit_ == StrainModel().prior_limit
+    assert list(one.predict(failed)) == [True, True, False]  # Only the cage more strained than 99 % of QM9
+    none = StrainModel(prior_limit=None).fit(ok, [True] * len(ok))
+    assert none.limit_ is None and none.predict(failed).all()
+    assert strain_energy('C1OC2C3C4C15OC34C25') is None  # Cannot be embedded quickly: the embedding check judges

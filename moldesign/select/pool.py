@@ -12,6 +12,9 @@ A :class:`CandidatePool` (ExaMol's ``Selector``, here) owns the selection policy
 - **queue policy**: ``recency`` (the original application's): the most recent batch first, best rank within it,
   older batches as the fallback; each batch holds the best ``batch_size`` candidates of its screening.
   ``rerank``: every screening re-ranks the whole pool with the newest model and the ranked pool becomes the queue;
+- **likely failures last**: candidates the screening's feasibility classifier deems more likely to fail QC than
+  not (strained cages that cannot be embedded or fall apart in the relaxation) come after every other candidate of
+  their batch, whatever their predicted value: QC is not spent on them while likelier molecules are left;
 - **exclusion**: a molecule dispensed once (computed, in flight, or failed) is never dispensed again, nor is a
   candidate the screening could not embed in 3D.
 
@@ -213,7 +216,8 @@ class CandidatePool:
         finite = np.isfinite(scores).tolist()
         taken, pool = self._taken, self._pool  # Read without the lock: what is taken meanwhile is left out below
         live = [i for i, s in enumerate(ranking.smiles) if finite[i] and s not in taken]
-        order = _alternate([ranking.sources[i] for i in live], scores[live])
+        likely_fail = np.zeros(len(scores), dtype=bool) if ranking.success is None else ranking.success < 0.5
+        order = _alternate([ranking.sources[i] for i in live], scores[live], likely_fail[live])
         chosen = [live[j] for j in order]
         if self.policy == 'recency':
             chosen = chosen[:self.batch_size]
@@ -310,10 +314,16 @@ class CandidatePool:
             return out[:n] if n is not None else out
 
 
-def _alternate(sources: List[str], scores: np.ndarray) -> List[int]:
-    """Indices in queue order: best first within each source, the sources taking turns"""
-    by_source: Dict[str, List[int]] = {}
-    for i in np.lexsort((np.arange(len(scores)), scores)):  # Stable: ties keep their order
-        by_source.setdefault(sources[i], []).append(int(i))
-    lists = [by_source[s] for s in sorted(by_source)]
-    return [i for group in itertools.zip_longest(*lists) for i in group if i is not None]
+def _alternate(sources: List[str], scores: np.ndarray, last: Optional[np.ndarray] = None) -> List[int]:
+    """Indices in queue order: best first within each source, the sources taking turns; those marked ``last``
+    (likely QC failures) after all the others, in the same order among themselves"""
+    last = np.zeros(len(scores), dtype=bool) if last is None else np.asarray(last, dtype=bool)
+    tiers = []
+    for tier in (False, True):
+        by_source: Dict[str, List[int]] = {}
+        for i in np.lexsort((np.arange(len(scores)), scores)):  # Stable: ties keep their order
+            if last[i] == tier:
+                by_source.setdefault(sources[i], []).append(int(i))
+        lists = [by_source[s] for s in sorted(by_source)]
+        tiers.extend(i for group in itertools.zip_longest(*lists) for i in group if i is not None)
+    return tiers

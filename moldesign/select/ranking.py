@@ -15,10 +15,13 @@ import numpy as np
 
 from moldesign.chem import violates_bredt
 from moldesign.sample import neighbourhood
-from moldesign.score import compute_score, train_steering_model
+from moldesign.score import StrainModel, compute_score, train_steering_model
 from moldesign.simulate.embed import can_embed
 
 logger = logging.getLogger(__name__)
+
+STRAIN_TRAINING = 200
+"""The strain limit is learned from at most this many of the latest successes and of the latest failures"""
 
 
 @dataclass
@@ -37,20 +40,25 @@ class Ranking:
     """The fitted :class:`~moldesign.score.model.SteeringModel` (also the reward of the next MolDQN call)"""
     n_train: int
     """Molecules the model was fit on"""
+    success: Optional[np.ndarray] = None
+    """Probability that QC computes each candidate (the model's feasibility classifier; None: no failure yet)"""
     expanded: Dict[str, int] = field(default_factory=dict)
     """Molecules whose neighbourhoods were enumerated, and to what depth"""
     feasible: List[str] = field(default_factory=list)
     """Candidates checked here that RDKit embeds in 3D"""
     infeasible: List[str] = field(default_factory=list)
-    """Candidates checked here that RDKit cannot embed or that break Bredt's rule: never to be computed"""
+    """Candidates checked here that RDKit cannot embed, that break Bredt's rule or that are more strained than the
+    learned limit: never to be computed"""
     timings: Dict[str, float] = field(default_factory=dict)
     """Seconds spent fitting, expanding, predicting and checking"""
+    strain_limit: Optional[float] = None
+    """The learned strain limit (kcal/mol per heavy atom) the check applied, None if none yet"""
 
 
 def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[str, str], objective: str,
                     expand: Optional[Mapping[str, int]] = None, failures: Sequence[str] = (),
                     verified: Sequence[Tuple[str, float]] = (), check_top: int = 0,
-                    checked: Collection[str] = ()) -> Ranking:
+                    checked: Collection[str] = (), enough: int = 0) -> Ranking:
     """Fit the search's model on every computed molecule and predict the candidates
 
     Args:
@@ -63,8 +71,11 @@ def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[s
             level (the model is corrected toward that level)
         check_top: Try an RDKit embedding of this many of the best-predicted candidates (those not in ``checked``);
             candidates met on the way that break Bredt's rule (:func:`~moldesign.chem.violates_bredt`) are
-            infeasible without an embedding attempt
+            infeasible without an embedding attempt, and so are those more strained than the limit learned from
+            the failures so far (:class:`~moldesign.score.feasibility.StrainModel`; once there is a limit, the
+            ``checked`` candidates are checked against it too)
         checked: Candidates already found embeddable
+        enough: Stop checking once this many of the best candidates are found feasible (0: check ``check_top``)
     Returns:
         The ranking (candidates and new neighbours, predicted)
     """
@@ -85,29 +96,38 @@ def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[s
     start = time.perf_counter()
     smiles = list(found)
     mean, std = compute_score(model, smiles, objective)
+    success = model.success_probability(smiles) if getattr(model, 'feasibility', None) is not None else None
     timings['predict'] = time.perf_counter() - start
 
     start = time.perf_counter()
     feasible, infeasible, embedded = [], [], 0
+    strain_limit = None
     if check_top:
+        recent = [s for s, _ in training][-STRAIN_TRAINING:], list(failures)[-STRAIN_TRAINING:]
+        strain = StrainModel().fit(recent[0] + recent[1], [True] * len(recent[0]) + [False] * len(recent[1]))
+        strain_limit = strain.limit_
         known = set(checked)
         for i in np.argsort(mean, kind='stable'):
-            if embedded >= check_top:
+            if embedded >= check_top or enough and len(feasible) >= enough:
                 break
-            if smiles[i] in known:
+            if smiles[i] in known:  # Found embeddable before: only the strain limit (learned since) to check
+                if strain_limit is not None and not strain.predict([smiles[i]])[0]:
+                    infeasible.append(smiles[i])
                 continue
             if violates_bredt(smiles[i]):  # Milliseconds: does not count as a check
                 infeasible.append(smiles[i])
                 continue
             embedded += 1
-            (feasible if can_embed(smiles[i]) else infeasible).append(smiles[i])
+            ok = can_embed(smiles[i]) and strain.predict([smiles[i]])[0]
+            (feasible if ok else infeasible).append(smiles[i])
     timings['check'] = time.perf_counter() - start
+    limit = '' if strain_limit is None else f' or are strained beyond {strain_limit:.1f} kcal/mol per heavy atom'
     logger.info(f'Ranked {len(smiles)} candidates ({len(smiles) - len(candidates)} new neighbours) with a model '
                 f'fit on {len(training)} molecules; {len(infeasible)} of {len(feasible) + len(infeasible)} checked '
-                'cannot be embedded')
+                f'cannot be embedded{limit}')
     return Ranking(smiles=smiles, sources=[found[s] for s in smiles], mean=np.asarray(mean), std=np.asarray(std),
-                   model=model, n_train=len(training), expanded=dict(expand or {}), feasible=feasible,
-                   infeasible=infeasible, timings=timings)
+                   success=success, model=model, n_train=len(training), expanded=dict(expand or {}), feasible=feasible,
+                   infeasible=infeasible, timings=timings, strain_limit=strain_limit)
 
 
 def warm_up(agent: Any = None) -> Dict[str, float]:

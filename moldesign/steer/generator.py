@@ -51,8 +51,9 @@ MIN_CHECKS, MAX_CHECKS = 32, 256
 """Candidates at the head of the ranking whose 3D embedding a screening tries: twice the QC slots, within these"""
 MAX_ML_FAILURES = 3
 """Consecutive failures of an ML method that end the run"""
-BOOTSTRAP_STARTS, BOOTSTRAP_CHECKS = 2, 8
-"""First batches ranked by the thinker itself: neighbours of this many best molecules, embeddings checked"""
+BOOTSTRAP_STARTS, BOOTSTRAP_CHECKS = 2, 32
+"""First batches ranked by the thinker itself: neighbours of this many best molecules; candidates checked (embedding,
+learned strain limit) at most, until the batch is full of feasible ones"""
 BOOTSTRAP_SLOTS, BOOTSTRAP_BUDGET = 2, 0.125
 """... of which it queues at most this many per QC slot, or this share of the search budget if more: small batches,
 each ranked with the results of the one before, rather than the search spent on one early guess"""
@@ -184,18 +185,18 @@ class GeneratorAgent:
         depth = dict(zip(best, NEIGHBOR_DEPTH))
         marked = self.pool.expansions(todo, [depth[s] for s in todo])
         expand = marked or {s: 1 for s in todo}
+        limit = min(max(BOOTSTRAP_SLOTS * slots, int(BOOTSTRAP_BUDGET * self.params.search_size)), left)
         start = time.perf_counter()
         try:
             ranking = rank_candidates(self.db.training_set(), {}, self.params.objective, expand=expand,
-                                      failures=self.db.failures(), check_top=BOOTSTRAP_CHECKS)
+                                      failures=self.db.failures(), check_top=BOOTSTRAP_CHECKS, enough=limit)
         except Exception as exc:  # The ML workers' screening will do
             logger.warning(f'A batch could not be ranked here ({type(exc).__name__}: {exc}); waiting for the '
                            'first screening')
             self.pool.forget_expansions(marked)
             return
         best_value = self.db.best(1)
-        limit = max(BOOTSTRAP_SLOTS * slots, int(BOOTSTRAP_BUDGET * self.params.search_size))
-        queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None, limit=min(limit, left))
+        queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None, limit=limit)
         self._bootstrap_n = ranking.n_train
         self.model = ranking.model  # MolDQN may start with it
         logger.info(f'Batch ranked by the thinker while the first screening runs: {len(queued)} neighbours of '
@@ -256,6 +257,7 @@ class GeneratorAgent:
                 result, batch=queued[0].batch if queued else None, policy=self.params.queue_policy,
                 n_candidates=len(ranking.smiles), n_queued=len(queued), n_train=ranking.n_train,
                 expanded=ranking.expanded, timings=ranking.timings, infeasible=ranking.infeasible,
+                strain_limit=ranking.strain_limit,
                 n_checked=len(ranking.feasible) + len(ranking.infeasible),
                 selected=[{'smiles': c.smiles, 'predicted': c.predicted, 'predicted_std': c.predicted_std,
                            'rank': c.rank, 'source': c.source} for c in queued[:16]]))
