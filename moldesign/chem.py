@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from typing import Dict
+from typing import Dict, List
 
 from rdkit import Chem, RDLogger
 
@@ -49,6 +49,17 @@ def parse_smiles(smiles: str) -> Chem.Mol:
     return mol
 
 
+def atoms(mol: Chem.Mol) -> List[Chem.Atom]:
+    """The atoms of a molecule (twice as fast as iterating ``mol.GetAtoms()``, whose Python wrapper checks the
+    sequence's length at every step: it matters in the neighbourhood enumeration, which checks thousands)"""
+    return [mol.GetAtomWithIdx(i) for i in range(mol.GetNumAtoms())]
+
+
+def bonds(mol: Chem.Mol) -> List[Chem.Bond]:
+    """The bonds of a molecule (see :func:`atoms`)"""
+    return [mol.GetBondWithIdx(i) for i in range(mol.GetNumBonds())]
+
+
 def check_mol(mol: Chem.Mol, max_heavy_atoms: int = MAX_HEAVY_ATOMS) -> None:
     """Check that a molecule lies in the search space
 
@@ -58,7 +69,8 @@ def check_mol(mol: Chem.Mol, max_heavy_atoms: int = MAX_HEAVY_ATOMS) -> None:
     Raises:
         InvalidMoleculeError: naming the first rule broken
     """
-    for atom in mol.GetAtoms():
+    mol_atoms = atoms(mol)
+    for atom in mol_atoms:
         symbol = atom.GetSymbol()
         if symbol not in ALLOWED_ELEMENTS:
             raise InvalidMoleculeError(f'{symbol} is not an allowed element (allowed: {", ".join(ALLOWED_ELEMENTS)})')
@@ -68,10 +80,10 @@ def check_mol(mol: Chem.Mol, max_heavy_atoms: int = MAX_HEAVY_ATOMS) -> None:
     if n_heavy > max_heavy_atoms:
         raise InvalidMoleculeError(f'{n_heavy} heavy atoms is more than the cap of {max_heavy_atoms}')
     charge = Chem.GetFormalCharge(mol)
-    if charge != 0 or any(a.GetFormalCharge() != 0 for a in mol.GetAtoms()):
+    if charge != 0 or any(a.GetFormalCharge() != 0 for a in mol_atoms):
         raise InvalidMoleculeError(f'Charged species are not allowed (total formal charge {charge:+d}, '
                                    f'or an atom carries a formal charge)')
-    n_radical = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
+    n_radical = sum(a.GetNumRadicalElectrons() for a in mol_atoms)
     if n_radical:
         raise InvalidMoleculeError(f'Radicals are not allowed ({n_radical} unpaired electron(s))')
     n_frags = len(Chem.GetMolFrags(mol))

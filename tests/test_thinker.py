@@ -235,10 +235,13 @@ def test_the_thinker_ranks_small_batches_until_the_first_screening_comes_back(tm
     second = batch()  # The next best molecules not expanded yet (here the third)
     assert len(first) == 4  # Two per QC slot (more than an eighth of the budget)
     assert second and {c.smiles for c in second}.isdisjoint({c.smiles for c in first})
-    if search_size == 12:  # Two per QC slot (4) are left to the first screening
+    if search_size == 12:  # Two per QC slot (4) are left to the first screening, once the ML workers are up
         assert len(second) == 4
         thinker._bootstrapped.clear()  # Even with molecules left to expand
+        thinker.first_result['ml'] = time.monotonic()  # An ML worker answered its warm-up
         assert batch() == []
+        thinker.first_result['ml'] = None  # Still starting: QC does not wait for them
+        assert len(batch()) == 4
         store.close()
         return
     thinker._fresh = True  # A screening as fresh as the thinker's batches came back: the ML workers rank from now on

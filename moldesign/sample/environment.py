@@ -30,8 +30,8 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 
-from moldesign.chem import (HEAVY_ELEMENTS, MAX_HEAVY_ATOMS, InvalidMoleculeError, canonicalize, check_mol,
-                            parse_smiles, validate_smiles)
+from moldesign.chem import (HEAVY_ELEMENTS, MAX_HEAVY_ATOMS, InvalidMoleculeError, atoms, bonds, canonicalize,
+                            check_mol, parse_smiles, validate_smiles)
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +78,11 @@ def _is_strained(mol: Chem.Mol) -> bool:
     """Whether a molecule holds a triple bond in a ring, a ring atom with two double bonds, an aromatic
     atom in a 3- or 4-membered ring, or a ring double bond at an atom shared by rings one of which has
     3 or 4 atoms (anti-Bredt bridgeheads)"""
-    for bond in mol.GetBonds():
+    for bond in bonds(mol):
         if bond.GetBondType() == Chem.BondType.TRIPLE and bond.IsInRing():
             return True
     ring_info = mol.GetRingInfo()
-    for atom in mol.GetAtoms():
+    for atom in atoms(mol):
         if not atom.IsInRing():
             continue
         if sum(b.GetBondType() == Chem.BondType.DOUBLE for b in atom.GetBonds()) >= 2:
@@ -247,11 +247,11 @@ class MoleculeEnv:
 
         mol = Chem.RWMol(parse_smiles(smiles))
         Chem.Kekulize(mol, clearAromaticFlags=True)
-        for atom in mol.GetAtoms():  # Let RDKit recompute hydrogens after each edit
+        for atom in atoms(mol):  # Let RDKit recompute hydrogens after each edit
             atom.SetNumExplicitHs(0)
             atom.SetNoImplicit(False)
         free = [MAX_VALENCE[a.GetSymbol()] - int(sum(b.GetBondTypeAsDouble() for b in a.GetBonds()))
-                for a in mol.GetAtoms()]
+                for a in atoms(mol)]
         n_atoms = mol.GetNumAtoms()
 
         if self.allow_no_modification:
@@ -294,7 +294,7 @@ class MoleculeEnv:
 
         # Lower the order of a bond or remove it
         if self.allow_removal:
-            for bond in mol.GetBonds():
+            for bond in bonds(mol):
                 i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
                 current = int(bond.GetBondTypeAsDouble())
                 for order in range(current - 1, -1, -1):

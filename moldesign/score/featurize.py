@@ -25,7 +25,7 @@ import numpy as np
 from rdkit import Chem
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from moldesign.chem import InvalidMoleculeError, parse_smiles
+from moldesign.chem import InvalidMoleculeError, atoms, bonds, parse_smiles
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,9 @@ def count_groups(mol: Chem.Mol) -> Counter:
     Returns:
         Map of group label to count
     """
-    types = [atom_type(a) for a in mol.GetAtoms()]
+    types = [atom_type(a) for a in atoms(mol)]
     neighbours: List[List[str]] = [[] for _ in types]
-    for bond in mol.GetBonds():
+    for bond in bonds(mol):
         i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
         symbol = _BOND_SYMBOLS.get(bond.GetBondType(), '~')
         neighbours[i].append(symbol + types[j])
@@ -80,7 +80,7 @@ def _cached_counts(smiles: str, atom_types: bool, ring_sizes: bool) -> Tuple[Tup
     mol = _to_mol(smiles)
     counts = count_groups(mol)
     if atom_types:
-        counts.update('atom:' + atom_type(a) for a in mol.GetAtoms())
+        counts.update('atom:' + atom_type(a) for a in atoms(mol))
     if ring_sizes:
         counts.update(RING_LABELS[min(len(ring), 8) - 3] for ring in mol.GetRingInfo().AtomRings())
     return tuple(counts.items())

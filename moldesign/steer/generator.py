@@ -14,14 +14,16 @@ finds its agent on the thinker). It is the only reader of topic ``ML``. Its loop
 No idle start: while no screening has come back (the ML workers are starting, or busy), whenever the initial
 population is all dispensed and the queue is empty, the agent ranks a batch itself: the neighbours of the two best
 molecules it has not expanded yet (two edits away from the two best, one from the others, as deep as the screening
-goes, which then need not enumerate them again), with the model fit on everything computed so far (0.1-1.5 s: the
+goes, which then need not enumerate them again), with the model fit on everything computed so far (0.2-2.5 s: the
 :func:`~moldesign.select.ranking.rank_candidates` the ML workers run, on the neighbourhoods of two molecules), at
 most two molecules per QC slot or an eighth of the search budget per batch, so that each batch learns from the
-results of the one before; the last two molecules per QC slot of the budget are left to the
-ML workers' ranking (then QC waits for them). Each batch is ranked while every QC slot still has a molecule
-queued, so QC does not wait for it. The first screening at least as fresh as the thinker's last batch (fit on as
-many results) takes over; an older one, fit on fewer results than the thinker has seen, only adds its best two
-molecules per QC slot. Not in the batch baseline (``interleave=False``), which stands for the original application.
+results of the one before; once the ML workers are up, the last two molecules per QC slot of the budget are left to
+their ranking (then QC waits for them). Each batch is ranked while every QC slot still has a molecule queued and the
+queue still holds what QC computes while the thinker ranks (from the measured ranking and QC times; a batch then
+holds at least that many), so QC does not wait for it. The first screening at least as fresh as the thinker's last
+batch (fit on as many results) takes over; an older one, fit on fewer results than the thinker has seen, only adds
+its best two molecules per QC slot. Not in the batch baseline (``interleave=False``), which stands for the original
+application.
 
 Fresh first screening: the interleaved run submits its first ML task (screening first, then MolDQN) only once an ML
 worker has answered its warm-up. A screening carries its training set, so one queued while the ML workers start
@@ -31,6 +33,7 @@ send the search back to that guess (measured: 19 of 40 steered molecules, strain
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Dict, Optional, Set, Tuple
 
@@ -58,8 +61,9 @@ BOOTSTRAP_SLOTS, BOOTSTRAP_BUDGET = 2, 0.125
 """... of which it queues at most this many per QC slot, or this share of the search budget if more: small batches,
 each ranked with the results of the one before, rather than the search spent on one early guess"""
 BOOTSTRAP_RESERVE = 2
-"""Molecules per QC slot of the budget the thinker leaves to the ML workers' first screening: a small run is not
-spent before the search's own tools, MolDQN and the screening, have had a say"""
+"""Molecules per QC slot of the budget the thinker leaves to the ML workers' first screening once they are up (warm-up
+answered): a small run is not spent before the search's own tools, MolDQN and the screening, have had a say. While
+they are still starting (on a busy 2-core machine, at low priority, 20-30 s), the thinker does not hold QC back"""
 
 
 class RunAborted(RuntimeError):
@@ -80,6 +84,7 @@ class GeneratorAgent:
     _round = 0
     _bootstrapped: Optional[Set[str]] = None  # Molecules whose neighbours the thinker ranked itself (module docstring)
     _bootstrap_n = 0  # Molecules the model of the thinker's last own batch was fit on
+    _rank_seconds: Optional[float] = None  # Average time the thinker takes to rank one of its batches
     _fresh = False  # A screening at least as fresh as the thinker's own batches came back: they are over
 
     @agent(startup=True)  # Its normal end (budget spent) must not stop the consumer
@@ -167,11 +172,12 @@ class GeneratorAgent:
 
     def _maybe_bootstrap(self) -> None:
         """Rank a batch here if QC is about to run out of molecules and no screening has come back yet"""
-        slots = self._qc_slots
+        slots, ahead = self._qc_slots, self._bootstrap_ahead()
         if self._fresh or not self.params.interleave or 'neighbours' not in self.params.sources or \
-                self.pool.depth('initial') or self.pool.depth('steered') > slots:
-            return  # Ranked while the slots still have a molecule each: QC does not wait for the ranking
-        left = self._budget_left() - self.pool.depth('steered') - BOOTSTRAP_RESERVE * slots
+                self.pool.depth('initial') or self.pool.depth('steered') > slots + ahead:
+            return  # Ranked while the slots still have a molecule each, and QC will not run dry while it ranks
+        reserve = 0 if self._ml_starting() else BOOTSTRAP_RESERVE * slots  # QC does not wait for a worker not up
+        left = self._budget_left() - self.pool.depth('steered') - reserve
         if left <= 0:
             return
         if self._bootstrapped is None:
@@ -185,7 +191,7 @@ class GeneratorAgent:
         depth = dict(zip(best, NEIGHBOR_DEPTH))
         marked = self.pool.expansions(todo, [depth[s] for s in todo])
         expand = marked or {s: 1 for s in todo}
-        limit = min(max(BOOTSTRAP_SLOTS * slots, int(BOOTSTRAP_BUDGET * self.params.search_size)), left)
+        limit = min(max(BOOTSTRAP_SLOTS * slots, int(BOOTSTRAP_BUDGET * self.params.search_size), ahead), left)
         start = time.perf_counter()
         try:
             ranking = rank_candidates(self.db.training_set(), {}, self.params.objective, expand=expand,
@@ -198,9 +204,18 @@ class GeneratorAgent:
         best_value = self.db.best(1)
         queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None, limit=limit)
         self._bootstrap_n = ranking.n_train
+        elapsed = time.perf_counter() - start
+        self._rank_seconds = elapsed if self._rank_seconds is None else 0.5 * (self._rank_seconds + elapsed)
         self.model = ranking.model  # MolDQN may start with it
         logger.info(f'Batch ranked by the thinker while the first screening runs: {len(queued)} neighbours of '
                     f'{", ".join(todo)} in {time.perf_counter() - start:.2f} s')
+
+    def _bootstrap_ahead(self) -> int:
+        """Molecules QC computes while the thinker ranks a batch (from the measured times of both): the next batch
+        is ranked that much earlier, and holds at least that many, so that QC never waits for it"""
+        if self._rank_seconds is None or not self.qc_seconds:
+            return 0
+        return math.ceil(self._rank_seconds / self.qc_seconds * self.params.qc_workers)
 
     def _maybe_generate(self) -> None:
         if 'moldqn' not in self.params.sources or self._generating or self.model is None or self._budget_left() <= 0 \

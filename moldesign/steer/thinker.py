@@ -95,6 +95,7 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         self._ml_failures = {'generate_molecules': 0, 'rank_candidates': 0}
 
         self.first_result: Dict[str, Optional[float]] = {'qc': None, 'ml': None}  # When each executor answered
+        self.qc_seconds: Optional[float] = None  # Moving average of a search molecule's QC time (s, per worker)
 
         self.stop_requested = threading.Event()
         self.aborted = threading.Event()
@@ -250,6 +251,7 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         try:
             for result in results:
                 slots += result.method != 'compute_reference_energy'
+                self._time_qc(result)
                 for record in self._records(result):
                     self.store.append(SIMULATION_RECORDS, record, sync=False)
                     done.append(record)
@@ -262,6 +264,15 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         with self._unsynced_cond:
             self._unsynced.extend(done)
             self._unsynced_cond.notify()
+
+    def _time_qc(self, result: Result) -> None:
+        """Update the moving average of a search molecule's QC time (the first batches are sized by it)"""
+        items = result.task_info.get('bundle') or [result.task_info]
+        if result.method == 'compute_reference_energy' or not result.success or result.time.running is None or \
+                any(item.get('phase') == 'verify' for item in items):
+            return
+        seconds = result.time.running / len(items)
+        self.qc_seconds = seconds if self.qc_seconds is None else 0.8 * self.qc_seconds + 0.2 * seconds
 
     @agent(startup=True)  # Ends after the consumer, once everything written is synced
     def syncer(self):
