@@ -14,6 +14,7 @@ from moldesign.sample import DQNAgent, generate_molecules
 from moldesign.select.ranking import rank_candidates, warm_up
 from moldesign.simulate import compute_atomization_energy, compute_reference_energy, get_spec
 from moldesign.simulate.bundle import compute_atomization_energies
+from moldesign.steer.generator import BOOTSTRAP_SCREENINGS
 from moldesign.steer.params import RunParams
 from moldesign.steer.queues import TOPICS, ThreadSafePipeQueues
 from moldesign.steer.server import stop_task_server, time_limited
@@ -214,7 +215,7 @@ def test_the_thinker_ranks_small_batches_until_the_first_screening_comes_back(tm
     for i, (smiles, value) in enumerate([('CCO', -800.), ('CCCC', -1200.), ('OCCO', -950.)]):
         thinker.db.add({'smiles': smiles, 'success': True, 'phase': 'initial', 'evaluation': i + 1,
                         'objective': value, 'value': {'atomization_energy': value}})
-    thinker.pool.add_initial(['CC(C)O'])
+    thinker.pool.add_initial(['C#N', 'FC(F)(F)F', 'CC(C)O'])
 
     def batch():
         thinker._maybe_bootstrap()
@@ -223,27 +224,28 @@ def test_the_thinker_ranks_small_batches_until_the_first_screening_comes_back(tm
             out.append(c)
             thinker.n_steered_submitted += 1  # As the consumer does when it submits a steered molecule
         return out
-    assert batch() == []  # An initial molecule is still to be dispensed
+    assert batch() == []  # Three initial molecules still to be dispensed: more than the two QC slots hold
     thinker.pool.pop('initial')
-    first = batch()
+    first = batch()  # Two left: ranked now, so that the batch is ready when they are done
     if not interleave:  # The batch baseline stands for the original application: it waits for the screening
         assert first == [] and thinker.model is None
         store.close()
         return
     assert all(c.source == 'neighbours' and c.lane == 'steered' for c in first)
-    assert {c.smiles for c in first}.isdisjoint({'CCO', 'CCCC', 'OCCO', 'CC(C)O'}) and thinker.model is not None
+    assert {c.smiles for c in first}.isdisjoint({'CCO', 'CCCC', 'OCCO', 'C#N'}) and thinker.model is not None
     second = batch()  # The next best molecules not expanded yet (here the third)
     assert len(first) == 4  # Two per QC slot (more than an eighth of the budget)
     assert second and {c.smiles for c in second}.isdisjoint({c.smiles for c in first})
-    if search_size == 12:  # Two per QC slot (4) are left to the first screening, once the ML workers are up
+    if search_size == 12:
         assert len(second) == 4
-        thinker._bootstrapped.clear()  # Even with molecules left to expand
-        thinker.first_result['ml'] = time.monotonic()  # An ML worker answered its warm-up
-        assert batch() == []
-        thinker.first_result['ml'] = None  # Still starting: QC does not wait for them
-        assert len(batch()) == 4
+        thinker._bootstrapped.clear()
+        assert len(batch()) == 4  # The rest of the budget: QC does not wait for the ML workers
+        assert batch() == []  # Budget spent
         store.close()
         return
+    thinker.batches_done = BOOTSTRAP_SCREENINGS  # Two screenings came back, stale or not: the ML workers rank now
+    assert batch() == []
+    thinker.batches_done = 0
     thinker._fresh = True  # A screening as fresh as the thinker's batches came back: the ML workers rank from now on
     assert batch() == []
     store.close()

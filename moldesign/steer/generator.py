@@ -11,19 +11,19 @@ finds its agent on the thinker). It is the only reader of topic ``ML``. Its loop
   (the batch baseline waits until the previous selection is evaluated);
 - hand each result to the pool (:meth:`~moldesign.select.pool.CandidatePool.apply_ranking`, ``add``) and to disk.
 
-No idle start: while no screening has come back (the ML workers are starting, or busy), whenever the initial
-population is all dispensed and the queue is empty, the agent ranks a batch itself: the neighbours of the two best
+No idle start: while no screening has come back (the ML workers are starting, or busy), whenever the queue (the
+initial population's last molecules included) is about to run dry, the agent ranks a batch itself: the neighbours of the two best
 molecules it has not expanded yet (two edits away from the two best, one from the others, as deep as the screening
 goes, which then need not enumerate them again), with the model fit on everything computed so far (0.2-2.5 s: the
 :func:`~moldesign.select.ranking.rank_candidates` the ML workers run, on the neighbourhoods of two molecules), at
 most two molecules per QC slot or an eighth of the search budget per batch, so that each batch learns from the
-results of the one before; once the ML workers are up, the last two molecules per QC slot of the budget are left to
-their ranking (then QC waits for them). Each batch is ranked while every QC slot still has a molecule queued and the
+results of the one before; QC never waits for the ML workers (on a busy 2-core machine they start at low priority
+and answer their warm-up after 20-30 s). Each batch is ranked while every QC slot still has a molecule queued and the
 queue still holds what QC computes while the thinker ranks (from the measured ranking and QC times; a batch then
 holds at least that many), so QC does not wait for it. The first screening at least as fresh as the thinker's last
-batch (fit on as many results) takes over; an older one, fit on fewer results than the thinker has seen, only adds
-its best two molecules per QC slot. Not in the batch baseline (``interleave=False``), which stands for the original
-application.
+batch (fit on as many results), or the second screening, takes over; an older first one, fit on fewer results than
+the thinker has seen, only adds its best two molecules per QC slot. Not in the batch baseline
+(``interleave=False``), which stands for the original application.
 
 Fresh first screening: the interleaved run submits its first ML task (screening first, then MolDQN) only once an ML
 worker has answered its warm-up. A screening carries its training set, so one queued while the ML workers start
@@ -60,10 +60,9 @@ learned strain limit) at most, until the batch is full of feasible ones"""
 BOOTSTRAP_SLOTS, BOOTSTRAP_BUDGET = 2, 0.125
 """... of which it queues at most this many per QC slot, or this share of the search budget if more: small batches,
 each ranked with the results of the one before, rather than the search spent on one early guess"""
-BOOTSTRAP_RESERVE = 2
-"""Molecules per QC slot of the budget the thinker leaves to the ML workers' first screening once they are up (warm-up
-answered): a small run is not spent before the search's own tools, MolDQN and the screening, have had a say. While
-they are still starting (on a busy 2-core machine, at low priority, 20-30 s), the thinker does not hold QC back"""
+BOOTSTRAP_SCREENINGS = 2
+"""The thinker's own batches end when the first screening as fresh as its last batch comes back, or this many
+screenings: after that the ML workers keep the queue stocked, and the thinker's CPU goes to the results"""
 
 
 class RunAborted(RuntimeError):
@@ -173,11 +172,11 @@ class GeneratorAgent:
     def _maybe_bootstrap(self) -> None:
         """Rank a batch here if QC is about to run out of molecules and no screening has come back yet"""
         slots, ahead = self._qc_slots, self._bootstrap_ahead()
-        if self._fresh or not self.params.interleave or 'neighbours' not in self.params.sources or \
-                self.pool.depth('initial') or self.pool.depth('steered') > slots + ahead:
+        if self._fresh or self.batches_done >= BOOTSTRAP_SCREENINGS or not self.params.interleave or \
+                'neighbours' not in self.params.sources or \
+                self.pool.depth('initial') + self.pool.depth('steered') > slots + ahead:
             return  # Ranked while the slots still have a molecule each, and QC will not run dry while it ranks
-        reserve = 0 if self._ml_starting() else BOOTSTRAP_RESERVE * slots  # QC does not wait for a worker not up
-        left = self._budget_left() - self.pool.depth('steered') - reserve
+        left = self._budget_left() - self.pool.depth('steered')
         if left <= 0:
             return
         if self._bootstrapped is None:
