@@ -12,17 +12,17 @@ finds its agent on the thinker). It is the only reader of topic ``ML``. Its loop
 - hand each result to the pool (:meth:`~moldesign.select.pool.CandidatePool.apply_ranking`, ``add``) and to disk.
 
 No idle start: while no screening has come back (the ML workers are starting, or busy), whenever the queue (the
-initial population's last molecules included) is about to run dry, the agent ranks a batch itself: the neighbours of the two best
-molecules it has not expanded yet (two edits away from the two best, one from the others, as deep as the screening
-goes, which then need not enumerate them again), with the model fit on everything computed so far (0.2-2.5 s: the
-:func:`~moldesign.select.ranking.rank_candidates` the ML workers run, on the neighbourhoods of two molecules), at
-most two molecules per QC slot or an eighth of the search budget per batch, so that each batch learns from the
-results of the one before; QC never waits for the ML workers (on a busy 2-core machine they start at low priority
-and answer their warm-up after 20-30 s). Each batch is ranked while every QC slot still has a molecule queued and the
-queue still holds what QC computes while the thinker ranks (from the measured ranking and QC times; a batch then
-holds at least that many), so QC does not wait for it. The first screening at least as fresh as the thinker's last
-batch (fit on as many results), or the second screening, takes over; an older first one, fit on fewer results than
-the thinker has seen, only adds its best two molecules per QC slot. Not in the batch baseline
+initial population's last molecules included) is about to run dry, the agent ranks a batch itself: the neighbours of
+the two best molecules it has not expanded yet (two edits away from the two best, one from the others, as deep as
+the screening goes, which then need not enumerate them again), with the model fit on everything computed so far
+(0.2-2.5 s: the :func:`~moldesign.select.ranking.rank_candidates` the ML workers run, on the neighbourhoods of two
+molecules), at most two molecules per QC slot or an eighth of the search budget per batch, so that each batch learns
+from the results of the one before; QC never waits for the ML workers (on a busy 2-core machine they start at low
+priority and answer their warm-up after 20-30 s). Each batch is ranked while every QC slot still has a molecule
+queued and the queue still holds what QC computes while the thinker ranks (from the measured ranking and QC times; a
+batch then holds at least that many), so QC does not wait for it. The first screening at least as fresh as the
+thinker's last batch (fit on as many results), or the second screening, takes over; an older first one, fit on fewer
+results than the thinker has seen, only adds its best two molecules per QC slot. Not in the batch baseline
 (``interleave=False``), which stands for the original application.
 
 Fresh first screening: the interleaved run submits its first ML task (screening first, then MolDQN) only once an ML
