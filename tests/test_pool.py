@@ -263,3 +263,16 @@ def test_screening_checks_until_enough_candidates_are_feasible():
     assert len(full.feasible) + len(full.infeasible) == min(20, len(full.smiles))
     enough = rank_candidates(training, {}, 'atomization_energy', expand={'CCCC': 1}, check_top=20, enough=3)
     assert len(enough.feasible) == 3 and enough.feasible == full.feasible[:3]
+
+
+def test_unranked_candidates_fill_a_dry_queue_only_with_the_fallback():
+    for fallback in (False, True):
+        pool = CandidatePool(unranked_fallback=fallback)
+        pool.apply_ranking(ranking([('A', 1.)]))
+        pool.add(['B', 'C'], 'moldqn')  # MolDQN's molecules, not screened yet
+        out = [c.smiles for c in drain(pool)]
+        if not fallback:  # The batch baseline waits for the screening
+            assert out == ['A'] and pool.has_unranked
+        else:  # Ranked first, then the newest unranked rather than an idle QC slot
+            assert out == ['A', 'C', 'B'] and not pool.has_unranked and pool.n_unranked_dispensed == 2
+            assert pool.add(['B'], 'moldqn') == 0  # Dispensed: never again

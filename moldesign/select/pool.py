@@ -15,6 +15,9 @@ A :class:`CandidatePool` (ExaMol's ``Selector``, here) owns the selection policy
 - **likely failures last**: candidates the screening's feasibility classifier deems more likely to fail QC than
   not (strained cages that cannot be embedded or fall apart in the relaxation) come after every other candidate of
   their batch, whatever their predicted value: QC is not spent on them while likelier molecules are left;
+- **no dry queue**: when every ranked candidate is dispensed and the next screening has not come back, the newest
+  unranked candidate (MolDQN's latest molecules, newest first) goes to QC rather than QC waiting for the screening
+  (``unranked_fallback``; off in the batch baseline, which waits by design);
 - **exclusion**: a molecule dispensed once (computed, in flight, or failed) is never dispensed again, nor is a
   candidate the screening could not embed in 3D.
 
@@ -70,10 +73,11 @@ class CandidatePool:
         acquisition: ``greedy``, ``ucb`` or ``ei`` (see :mod:`moldesign.select.acquisition`)
         max_size: Candidates kept; the oldest are forgotten beyond it (bounds the memory of long runs)
         start_batch: Number of the first batch (a restarted run continues its numbering)
+        unranked_fallback: Dispense unranked candidates when no ranked one is left (see the module docstring)
     """
 
     def __init__(self, policy: str = 'rerank', batch_size: int = 64, acquisition: str = 'greedy',
-                 max_size: int = 20000, start_batch: int = 0):
+                 max_size: int = 20000, start_batch: int = 0, unranked_fallback: bool = False):
         if policy not in ('rerank', 'recency'):
             raise ValueError(f'Unknown queue policy {policy!r}: rerank or recency')
         self.policy = policy
@@ -81,6 +85,8 @@ class CandidatePool:
         self.acquisition = acquisition
         self.max_size = max_size
         self.next_batch = start_batch
+        self.unranked_fallback = unranked_fallback
+        self.n_unranked_dispensed = 0
         self._cond = threading.Condition()
         self._taken: set = set()  # Dispensed once (or computed before a restart): never again
         self._taken_order: List[str] = []  # Dispensed molecules, in order (what a ranking must leave out)
@@ -280,6 +286,11 @@ class CandidatePool:
                 if candidate is not None and smiles not in self._taken:
                     self._take(smiles)
                     return candidate
+            if self.unranked_fallback and self._unranked:
+                smiles, source = self._unranked.popitem()  # The newest
+                self._take(smiles)
+                self.n_unranked_dispensed += 1
+                return Candidate(smiles, 'steered', source=source)
             return None
 
     def _take(self, smiles: str) -> None:

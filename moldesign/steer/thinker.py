@@ -83,7 +83,8 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         self.references: Dict[str, Dict[str, float]] = {k: dict(v) for k, v in (reference_energies or {}).items()}
 
         self.db = ResultDatabase(params.objective, params.qc_workers)
-        self.pool = CandidatePool(params.queue_policy, params.batch_size, params.acquisition, start_batch=start_batch)
+        self.pool = CandidatePool(params.queue_policy, params.batch_size, params.acquisition, start_batch=start_batch,
+                                  unranked_fallback=params.interleave)
         self.lock = threading.Lock()
         self.in_flight: Dict[str, List[Candidate]] = {}  # Colmena task id -> molecules
         self.n_steered_submitted = 0
