@@ -15,7 +15,7 @@ applies it to the candidates whose embedding it checks.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -24,6 +24,14 @@ from sklearn.linear_model import LogisticRegression
 from moldesign.score.featurize import GroupCountFeaturizer
 
 logger = logging.getLogger(__name__)
+
+
+def _check_labels(X: Sequence[str], y: Sequence[bool]) -> Tuple[List[str], np.ndarray]:
+    """Molecules and their success labels, as a list and a boolean array of the same length"""
+    X, y = list(X), np.asarray(y, dtype=bool)
+    if len(X) != len(y):
+        raise ValueError(f'Got {len(X)} molecules but {len(y)} labels')
+    return X, y
 
 
 class FeasibilityModel(BaseEstimator, ClassifierMixin):
@@ -54,9 +62,7 @@ class FeasibilityModel(BaseEstimator, ClassifierMixin):
         Returns:
             self
         """
-        X, y = list(X), np.asarray(y, dtype=bool)
-        if len(X) != len(y):
-            raise ValueError(f'Got {len(X)} molecules but {len(y)} labels')
+        X, y = _check_labels(X, y)
         self.base_rate_ = float(y.mean()) if len(y) else self.prior
         self.featurizer_ = GroupCountFeaturizer().fit(X)
         self.classifier_ = None
@@ -121,18 +127,16 @@ class StrainModel(BaseEstimator, ClassifierMixin):
         self.prior_limit = prior_limit
 
     def fit(self, X: Sequence[str], y: Sequence[bool]) -> 'StrainModel':
-        """Learn the limit from computed molecules
+        """Learn the limit from the strain of the computed molecules (computed here, cached per process)
 
         Args:
-            X: SMILES
+            X: SMILES of computed molecules (the latest few hundred are enough: the limit is one number)
             y: Whether QC succeeded for each
         Returns:
-            self
+            self (``limit_`` and ``learned_`` set)
         """
         from moldesign.simulate.embed import strain_energy
-        X, y = list(X), np.asarray(y, dtype=bool)
-        if len(X) != len(y):
-            raise ValueError(f'Got {len(X)} molecules but {len(y)} labels')
+        X, y = _check_labels(X, y)
         self.limit_: Optional[float] = self.prior_limit
         self.learned_ = False
         if (~y).sum() < MIN_STRAIN_FAILURES:
