@@ -114,7 +114,8 @@ def test_small_campaign(tmp_path):
             assert r['objective'] == r['value']['atomization_energy'] < 0
     steered = [r for r in molecules if r['phase'] == 'steered']
     assert all(r['batch'] is not None and r['rank'] is not None and r['predicted'] is not None for r in steered)
-    assert strict_json_lines(run_dir / 'screening_records.jsonld')  # MolDQN may not have returned yet: see below
+    # Possibly empty: the thinker's own batches can spend a 6-molecule budget before the ML workers have started
+    assert all(r['method'] == 'rank_candidates' for r in strict_json_lines(run_dir / 'screening_records.jsonld'))
 
     # The best molecule is reported, and it is the best of the records
     summary = json.loads((run_dir / 'summary.json').read_text())
@@ -167,7 +168,8 @@ def test_redis_unreachable_fails_fast(tmp_path):
 @pytest.mark.slow
 def test_sigint_then_restart(tmp_path):
     """Ctrl-C mid-run keeps every result; --restart finishes the run without recomputing anything"""
-    proc = start_campaign(tmp_path, '--initial-count', '4', '--search-size', '12', '--rl-episodes', '2', '--quiet',
+    # A budget that outlasts the signal: QC never waits, so 12 molecules could be done before it arrives
+    proc = start_campaign(tmp_path, '--initial-count', '4', '--search-size', '40', '--rl-episodes', '2', '--quiet',
                           '--verify-qc', 'pyscf/hf/sto-3g//xtb', '--verify-top', '2')
     try:
         run_dir = wait_for_steered(tmp_path, 2)
@@ -180,7 +182,7 @@ def test_sigint_then_restart(tmp_path):
     assert '--restart' in stderr
     before = molecule_records(run_dir)
     n_steered = sum(r['phase'] == 'steered' for r in before)
-    assert 2 <= n_steered < 12
+    assert 2 <= n_steered < 40
     check_no_duplicates(before)
     assert not [p for p in psutil.process_iter(['cmdline']) if str(run_dir) in ' '.join(p.info['cmdline'] or [])]
 
@@ -189,7 +191,7 @@ def test_sigint_then_restart(tmp_path):
     after = molecule_records(run_dir)
     check_no_duplicates(after)
     assert after[:len(before)] == before  # Earlier results kept, new ones appended
-    assert sum(r['phase'] == 'steered' for r in after) == 12
+    assert sum(r['phase'] == 'steered' for r in after) == 40
     assert [r['evaluation'] for r in after] == list(range(1, len(after) + 1))
     records = strict_json_lines(run_dir / 'simulation_records.jsonld')
     # Reference energies were not recomputed (5 atoms at each level)

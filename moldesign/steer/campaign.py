@@ -121,6 +121,7 @@ class Campaign:
             store = RunStore(run_dir)
             params.save(run_dir)
             store.write_json(files.INITIAL_MOLECULES, list(initial_smiles))
+            store.create_record_files()
             return cls(params, store, options, initial_smiles, config_module=config_module, **kwargs)
         except BaseException as exc:
             if store is not None:

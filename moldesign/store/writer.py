@@ -90,6 +90,12 @@ class RunStore:
         """Path of a file of the run directory"""
         return self.run_dir / name
 
+    def create_record_files(self) -> None:
+        """Create the (empty) record files of a new run: a run whose screening never came back, e.g. a small run
+        fed by the thinker's own batches, still shows that no screening finished rather than a missing file"""
+        for name in RECORD_FILES.values():
+            self.path(name).touch()
+
     def repair(self) -> List[Path]:
         """Move cut last lines of the record files aside (before appending to an earlier run's files)
 
