@@ -103,8 +103,8 @@ def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[s
     feasible, infeasible, embedded = [], [], 0
     strain_limit = None
     if check_top:
-        recent = [s for s, _ in training][-STRAIN_TRAINING:], list(failures)[-STRAIN_TRAINING:]
-        strain = StrainModel().fit(recent[0] + recent[1], [True] * len(recent[0]) + [False] * len(recent[1]))
+        succeeded, failed = [s for s, _ in training][-STRAIN_TRAINING:], list(failures)[-STRAIN_TRAINING:]
+        strain = StrainModel().fit(succeeded + failed, [True] * len(succeeded) + [False] * len(failed))
         strain_limit = strain.limit_
         known = set(checked)
         for i in np.argsort(mean, kind='stable'):

@@ -128,6 +128,23 @@ FAST_CHECK_ITERATIONS = 20
 instead of 5-45 s, and 142 of 150 random polycyclic QM9 molecules still embed (144 with the default)"""
 
 
+def _quick_params(seed: int) -> AllChem.EmbedParameters:
+    """ETKDG parameters of the quick checks: :data:`FAST_CHECK_ITERATIONS` attempts, one thread"""
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    params.numThreads = 1
+    params.maxIterations = FAST_CHECK_ITERATIONS
+    return params
+
+
+def _embed_quickly(mol: Chem.Mol, params: AllChem.EmbedParameters) -> bool:
+    """Embed one conformer: ETKDG, then from random starting coordinates (``params`` keeps them switched on)"""
+    if AllChem.EmbedMolecule(mol, params) >= 0:
+        return True
+    params.useRandomCoords = True
+    return AllChem.EmbedMolecule(mol, params) >= 0
+
+
 def can_embed(smiles: str, seed: int = 1) -> bool:
     """Whether RDKit embeds a molecule in 3D, tried quickly (for screening candidates before QC)
 
@@ -141,15 +158,8 @@ def can_embed(smiles: str, seed: int = 1) -> bool:
         Whether an embedding was found
     """
     parsed = parse_smiles(smiles)
-    params = AllChem.ETKDGv3()
-    params.randomSeed = seed
-    params.numThreads = 1
-    params.maxIterations = FAST_CHECK_ITERATIONS
-    mol = Chem.AddHs(parsed)
-    if AllChem.EmbedMolecule(mol, params) >= 0:
-        return True
-    params.useRandomCoords = True
-    if AllChem.EmbedMolecule(mol, params) >= 0:
+    params = _quick_params(seed)
+    if _embed_quickly(Chem.AddHs(parsed), params):
         return True
     options = StereoEnumerationOptions(unique=True, maxIsomers=MAX_STEREOISOMERS)
     return any(AllChem.EmbedMolecule(Chem.AddHs(isomer), params) >= 0
@@ -171,18 +181,12 @@ def strain_energy(smiles: str, seed: int = 1) -> Optional[float]:
     Returns:
         The energy, or None if the molecule cannot be embedded quickly or MMFF94 has no parameters for it
     """
-    params = AllChem.ETKDGv3()
-    params.randomSeed = seed
-    params.numThreads = 1
-    params.maxIterations = FAST_CHECK_ITERATIONS
     try:
         mol = Chem.AddHs(parse_smiles(smiles))
     except Exception:
         return None
-    if AllChem.EmbedMolecule(mol, params) < 0:
-        params.useRandomCoords = True
-        if AllChem.EmbedMolecule(mol, params) < 0:
-            return None
+    if not _embed_quickly(mol, _quick_params(seed)):
+        return None
     properties = AllChem.MMFFGetMoleculeProperties(mol)
     if properties is None:
         return None
