@@ -158,6 +158,10 @@ def test_steering_model_corrects_toward_verification_and_penalises_failures():
     assert penalised.failure_weight([cage])[0] > 0 and penalised.failure_weight([chain])[0] == 0
     penalised_cage = compute_score(penalised, [cage], 'atomization_energy')[0][0]
     assert penalised_cage > compute_score(plain, [cage], 'atomization_energy')[0][0]
+    success = penalised.success_probability([cage, chain])  # Given by a caller that has them: the same scores
+    for objective in ('atomization_energy', 'atomization_energy_per_atom'):
+        np.testing.assert_array_equal(compute_score(penalised, [cage, chain], objective, success=success)[0],
+                                      compute_score(penalised, [cage, chain], objective)[0])
 
 
 def test_strain_model_learns_the_limit_from_failures():

@@ -62,14 +62,16 @@ def train_model(smiles: Sequence[str], values: Sequence[float]) -> Pipeline:
     return model
 
 
-def compute_score(model: Pipeline, smiles: Sequence[str],
-                  objective: str = 'atomization_energy') -> Tuple[np.ndarray, np.ndarray]:
+def compute_score(model: Pipeline, smiles: Sequence[str], objective: str = 'atomization_energy',
+                  success: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Predict the objective for molecules
 
     Args:
-        model: Fitted model from :func:`train_model`
+        model: Fitted model from :func:`train_model`, or a :class:`SteeringModel`
         smiles: Molecules (SMILES)
         objective: One of :data:`OBJECTIVES`
+        success: A :class:`SteeringModel`'s :meth:`~SteeringModel.success_probability` of the molecules, if the
+            caller has it already (it is not computed twice)
     Returns:
         - Predicted objective (kcal/mol or kcal/mol per atom)
         - Standard deviation of the prediction, same units
@@ -79,7 +81,8 @@ def compute_score(model: Pipeline, smiles: Sequence[str],
     smiles = list(smiles)
     if len(smiles) == 0:
         return np.zeros(0), np.zeros(0)
-    mean, std = model.predict(smiles, return_std=True)
+    mean, std = model.predict(smiles, return_std=True) if success is None else \
+        model.predict(smiles, return_std=True, success=success)
     mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
     if objective == 'atomization_energy_per_atom':
         n_atoms = np.array([count_atoms(s) for s in smiles], dtype=float)
@@ -112,8 +115,14 @@ class SteeringModel(BaseEstimator, RegressorMixin):
         """The parts are fit by :func:`train_steering_model`; nothing to do here"""
         return self
 
-    def predict(self, X: Sequence[str], return_std: bool = False):
-        """Predicted total atomization energy (and its standard deviation)"""
+    def predict(self, X: Sequence[str], return_std: bool = False, success: Optional[np.ndarray] = None):
+        """Predicted total atomization energy (and its standard deviation)
+
+        Args:
+            X: SMILES
+            return_std: Also return the standard deviation
+            success: :meth:`success_probability` of ``X``, if the caller has it already
+        """
         X = list(X)
         mean, std = self.energy.predict(X, return_std=True)
         mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
@@ -121,13 +130,13 @@ class SteeringModel(BaseEstimator, RegressorMixin):
             d_mean, d_std = self.delta.predict(X, return_std=True)
             mean, std = mean + d_mean, np.sqrt(std ** 2 + np.asarray(d_std) ** 2)
         if self.feasibility is not None and self.penalty and len(X):
-            mean = mean + self.failure_weight(X) * self.penalty
+            mean = mean + self.failure_weight(X, success) * self.penalty
         return (mean, std) if return_std else mean
 
-    def failure_weight(self, X: Sequence[str]) -> np.ndarray:
+    def failure_weight(self, X: Sequence[str], success: Optional[np.ndarray] = None) -> np.ndarray:
         """Share of the penalty each molecule gets: 0 while failure is less likely than success, rising to 1 for a
         certain failure (an uncertain classifier, early in a run, does not reorder every candidate)"""
-        return np.clip(1. - 2. * self.success_probability(X), 0., 1.)
+        return np.clip(1. - 2. * (self.success_probability(X) if success is None else np.asarray(success)), 0., 1.)
 
     def success_probability(self, X: Sequence[str]) -> np.ndarray:
         """Probability that QC computes each molecule (1 without a feasibility model)"""

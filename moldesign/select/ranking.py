@@ -95,8 +95,8 @@ def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[s
 
     start = time.perf_counter()
     smiles = list(found)
-    mean, std = compute_score(model, smiles, objective)
-    success = model.success_probability(smiles) if getattr(model, 'feasibility', None) is not None else None
+    success = model.success_probability(smiles) if model.feasibility is not None else None
+    mean, std = compute_score(model, smiles, objective, success=success)
     timings['predict'] = time.perf_counter() - start
 
     start = time.perf_counter()
