@@ -329,12 +329,11 @@ def _alternate(sources: List[str], scores: np.ndarray, last: Optional[np.ndarray
     """Indices in queue order: best first within each source, the sources taking turns; those marked ``last``
     (likely QC failures) after all the others, in the same order among themselves"""
     last = np.zeros(len(scores), dtype=bool) if last is None else np.asarray(last, dtype=bool)
-    tiers = []
-    for tier in (False, True):
-        by_source: Dict[str, List[int]] = {}
-        for i in np.lexsort((np.arange(len(scores)), scores)):  # Stable: ties keep their order
-            if last[i] == tier:
-                by_source.setdefault(sources[i], []).append(int(i))
+    by_tier: Dict[bool, Dict[str, List[int]]] = {False: {}, True: {}}
+    for i in np.lexsort((np.arange(len(scores)), scores)):  # Stable: ties keep their order
+        by_tier[bool(last[i])].setdefault(sources[i], []).append(int(i))
+    order = []
+    for by_source in by_tier.values():
         lists = [by_source[s] for s in sorted(by_source)]
-        tiers.extend(i for group in itertools.zip_longest(*lists) for i in group if i is not None)
-    return tiers
+        order.extend(i for group in itertools.zip_longest(*lists) for i in group if i is not None)
+    return order

@@ -207,7 +207,7 @@ class GeneratorAgent:
         self._rank_seconds = elapsed if self._rank_seconds is None else 0.5 * (self._rank_seconds + elapsed)
         self.model = ranking.model  # MolDQN may start with it
         logger.info(f'Batch ranked by the thinker while the first screening runs: {len(queued)} neighbours of '
-                    f'{", ".join(todo)} in {time.perf_counter() - start:.2f} s')
+                    f'{", ".join(todo)} in {elapsed:.2f} s')
 
     def _bootstrap_ahead(self) -> int:
         """Molecules QC computes while the thinker ranks a batch (from the measured times of both): the next batch
