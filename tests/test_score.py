@@ -171,7 +171,6 @@ def test_strain_model_learns_the_limit_from_failures():
     failed = ['C1OC2C3OC45C2C4C135', 'C1C23C4OC15C41OC2C351', 'C1OC2C3C45OC16C24C365']  # Broke in GFN2-xTB
     assert all(strain_energy(s) > strain_energy('CCCC') for s in failed)
     model = StrainModel().fit(ok + failed[:2], [True] * len(ok) + [False] * 2)
-    import numpy as np
     assert np.median([strain_energy(s) for s in ok]) < model.limit_ < min(strain_energy(s) for s in failed[:2])
     assert list(model.predict(['CCCCC', failed[2]])) == [True, False]  # A new cage beyond the limit
     assert model.learned_
