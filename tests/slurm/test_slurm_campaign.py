@@ -185,7 +185,9 @@ def test_a_pending_block_is_explained_on_the_console(slurm, tmp_path):
     """Two --exclusive jobs on a one-node partition: the ml job pends for Resources; the console says so, naming
     the job and Slurm's reason, instead of a silent wait (then Ctrl-C ends the run and cancels both jobs)"""
     config = test_config('slurm', tmp_path / 'ex.py', PARTITION='single', EXCLUSIVE=True)
-    proc = start_run(tmp_path, slurm.conf, '--config', str(config), *SMALL, '--pending-warning', '10')
+    # A budget that outlasts the warning: QC does not wait for the pending ml job, so 6 molecules could end the run
+    proc = start_run(tmp_path, slurm.conf, '--config', str(config), *SMALL, '--search-size', '200',
+                     '--pending-warning', '10')
     lines: list = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
