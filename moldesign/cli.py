@@ -111,10 +111,11 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument('--verify-keywords', default=None, metavar='JSON', help='Program keywords of --verify-qc')
     c.add_argument('--verify-top', type=_int(0), default=None,
                    help=f'Verify the molecules that enter the top K by the search method (default {DEFAULT_VERIFY_TOP} '
-                        'when verifying, 0 otherwise)')
+                        'when verifying, 0 otherwise); with verification learning, also those the corrected model '
+                        'estimates among the K best at the verification level')
     c.add_argument('--no-verify-learning', dest='verify_learn', action='store_false',
-                   help='Do not correct the search\'s model toward the verified values (benchmarks: what learning '
-                        'from verification brings)')
+                   help='Do not correct the search\'s model toward the verified values, nor verify the molecules it '
+                        'estimates best (benchmarks: what learning from verification brings)')
     c.add_argument('--verify-share', type=_float, default=0.5,
                    help='Largest share of the QC workers verifying while the search runs (all of them after it; with '
                         'one QC worker, verification waits for the search)')

@@ -278,3 +278,40 @@ def test_the_first_ml_tasks_wait_for_the_warm_up_and_the_screening_goes_first(tm
     reader.join(30)
     assert tasks == ['rank_candidates', 'generate_molecules']
     store.close()
+
+
+@pytest.mark.parametrize('verified,n_queued', [((-700., -900.), 1), ((-1000., -940.), 0)])
+def test_molecules_estimated_best_at_the_verification_level_are_verified_too(tmp_path, verified, n_queued):
+    """With verification learning, the K best by the search's value corrected toward the verified values are
+    verified, whatever their rank by the search's value; verified molecules better than every estimate keep
+    the others out"""
+    from moldesign.score.model import train_steering_model
+    from moldesign.steer.generator import ESTIMATE_POOL
+    store = RunStore(tmp_path / 'run')
+    spec = get_spec('pyscf/hf/sto-3g//xtb')
+    thinker = MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), store,
+                                    RunParams(**{**PARAMS, 'qc_workers': 2, 'verify_top': 2, 'verify_share': 0.5}),
+                                    get_spec('xtb'), agent=None, initial_smiles=INITIAL, verify_spec=spec)
+    thinker.references[spec.name] = {e: -1. for e in 'HCNOF'}  # Verification on (its reference energies known)
+    search = {'OCCO': -1000., 'CCO': -950., 'CC(C)O': -920., 'CCCC': -900., 'CC': -700.}
+    for i, (smiles, value) in enumerate(search.items()):
+        thinker.db.add({'smiles': smiles, 'success': True, 'phase': 'initial', 'evaluation': i + 1,
+                        'objective': value, 'value': {'atomization_energy': value}})
+    for smiles, value in zip(['OCCO', 'CCO'], verified):  # The search's best two, verified
+        thinker.db.add_verified(smiles, {'success': True, 'objective': value, 'value': {'atomization_energy': value}})
+    unverified = ['CC(C)O', 'CCCC', 'CC']
+    assert thinker.db.verification_candidates(ESTIMATE_POOL)[0] == [(s, search[s]) for s in unverified]
+    model = train_steering_model(list(search.items()), verified=thinker.db.verified_deltas())
+    thinker._verify_estimated_best(model)
+
+    estimates = {s: search[s] + d for s, d in zip(unverified, model.delta.predict(unverified))}
+    top2 = sorted([(v, s) for v, s in zip(verified, ['OCCO', 'CCO'])] + [(v, s) for s, v in estimates.items()])[:2]
+    expected = {s for _, s in top2 if s in unverified}
+    assert len(expected) == n_queued and thinker.estimated_top == expected
+    queued = []
+    while candidates := thinker._next_candidates():  # The verification lane goes before the search (budget left)
+        assert candidates[0].lane == 'verify' and thinker._info(candidates[0])['qc_spec'] == spec.name
+        queued.append(candidates[0].smiles)
+        thinker.verify_in_flight = 0  # As when its result came back
+    assert set(queued) == expected
+    store.close()

@@ -35,12 +35,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Dict, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, Optional, Set, Tuple
+
+import numpy as np
 
 from colmena.exceptions import TimeoutException
 from colmena.models import Result
 from colmena.thinker import agent
 
+from moldesign.chem import count_atoms
 from moldesign.select.pool import NEIGHBOR_DEPTH
 from moldesign.select.ranking import rank_candidates
 from moldesign.steer.records import failure_message, task_record
@@ -63,6 +66,9 @@ each ranked with the results of the one before, rather than the search spent on 
 BOOTSTRAP_SCREENINGS = 2
 """The thinker's own batches end when the first screening as fresh as its last batch comes back, or this many
 screenings: after that the ML workers keep the queue stocked, and the thinker's CPU goes to the results"""
+ESTIMATE_POOL = 500
+"""The estimate of the verified values covers this many of the best unverified molecules by the search's value
+(a cost bound for runs of many thousand molecules; a 48-molecule run estimates every molecule)"""
 
 
 class RunAborted(RuntimeError):
@@ -85,6 +91,7 @@ class GeneratorAgent:
     _bootstrap_n = 0  # Molecules the model of the thinker's last own batch was fit on
     _rank_seconds: Optional[float] = None  # Average time the thinker takes to rank one of its batches
     _fresh = False  # A screening at least as fresh as the thinker's own batches came back: they are over
+    estimated_top: FrozenSet[str] = frozenset()  # Unverified molecules estimated among the best verified (K)
 
     @agent(startup=True)  # Its normal end (budget spent) must not stop the consumer
     def steer(self):
@@ -259,6 +266,7 @@ class GeneratorAgent:
                 return
             ranking = result.value
             self.model = ranking.model
+            self._verify_estimated_best(ranking.model)
             best = self.db.best(1)
             # A screening older than the thinker's own last batch only adds a few of its best: the thinker goes on
             stale = ranking.n_train < self._bootstrap_n
@@ -281,6 +289,33 @@ class GeneratorAgent:
                                  f'(model fit on {ranking.n_train}); best predicted {queued[0].smiles} '
                                  f'{queued[0].predicted:.1f}')
         self.progress.update(self.progress_state())
+
+    def _verify_estimated_best(self, model: Any) -> None:
+        """Queue for verification the molecules the model estimates among the K best at the verification level
+
+        With verification learning, the screening's model corrects the search's values toward the verified ones.
+        The molecules it estimates best need not be in the search's own top K (GFN2-xTB ranks first the cages it
+        overbinds), yet one of them may be the run's answer: they are verified too (each once, while still among
+        the estimated best; verified molecules count with their verified values).
+
+        Args:
+            model: The screening's :class:`~moldesign.score.model.SteeringModel`
+        """
+        if getattr(model, 'delta', None) is None or not self.params.verify_learn or not self._verifying():
+            return
+        unverified, verified = self.db.verification_candidates(ESTIMATE_POOL)
+        if not unverified:
+            return
+        smiles = [s for s, _ in unverified]
+        estimate = np.array([e for _, e in unverified]) + np.asarray(model.delta.predict(smiles), dtype=float)
+        if self.params.objective == 'atomization_energy_per_atom':
+            estimate = estimate / np.array([count_atoms(s) for s in smiles], dtype=float)
+        best = sorted(verified + list(zip(estimate.tolist(), smiles)))[:self.params.verify_top]
+        candidates = set(smiles)
+        self.estimated_top = frozenset(s for _, s in best if s in candidates)
+        for value, s in best:
+            if s in self.estimated_top and self.pool.push_verify(s):
+                logger.info(f'Verifying {s}: estimated {value:.1f} at the verification level')
 
     def _ml_ok(self, result: Result) -> bool:
         """Count consecutive failures of an ML method; the run ends after :data:`MAX_ML_FAILURES`"""

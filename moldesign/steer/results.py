@@ -7,6 +7,7 @@ utilization of the QC slots is summed as results arrive.
 from __future__ import annotations
 
 import bisect
+import heapq
 import threading
 import time
 from dataclasses import dataclass
@@ -114,6 +115,23 @@ class ResultDatabase:
                 self._best_verified = (entry.verified, smiles)
             if entry.atomization_energy is not None and entry.verified_atomization_energy is not None:
                 self._verified.append((smiles, entry.verified_atomization_energy - entry.atomization_energy))
+
+    def verification_candidates(self, n: int) -> Tuple[List[Tuple[str, float]], List[Tuple[float, str]]]:
+        """What the verification may still check, and what it found
+
+        Args:
+            n: How many of the best unverified molecules (by the search's objective) to return
+        Returns:
+            - (SMILES, total atomization energy at the search's level) of the ``n`` best successfully computed
+              molecules not verified yet
+            - (objective at the verification level, SMILES) of every verified molecule
+        """
+        with self.lock:
+            unverified = heapq.nsmallest(n, ((e.objective, s) for s, e in self.entries.items()
+                                             if e.success and e.verified is None and e.objective is not None
+                                             and e.atomization_energy is not None))
+            verified = [(e.verified, s) for s, e in self.entries.items() if e.verified is not None]
+            return [(s, self.entries[s].atomization_energy) for _, s in unverified], verified
 
     def _count_busy(self, record: dict) -> None:
         stamps = record.get('timestamp') or {}

@@ -407,8 +407,8 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
             return found
         if self._verify_allowed():
             while (c := self.pool.pop('verify')) is not None:
-                rank = self.db.rank_of(c.smiles)  # Verify it if it is still among the best
-                if rank is not None and rank < self.params.verify_top:
+                rank = self.db.rank_of(c.smiles)  # Verify it if it is still among the best, or estimated so
+                if rank is not None and rank < self.params.verify_top or c.smiles in self.estimated_top:
                     return [c]
         with self.lock:
             size = min(size, self.params.search_size - self.n_steered_submitted)
