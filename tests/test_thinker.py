@@ -315,3 +315,35 @@ def test_molecules_estimated_best_at_the_verification_level_are_verified_too(tmp
         thinker.verify_in_flight = 0  # As when its result came back
     assert set(queued) == expected
     store.close()
+
+
+def test_a_dry_queue_is_refilled_from_the_pool_before_the_search_counts_as_exhausted(tmp_path):
+    """Neighbours only: every best molecule's neighbourhood ranked, the batches' limit left candidates in the pool
+    (a run used to end there with budget left, as if interrupted)"""
+    store = RunStore(tmp_path / 'run')
+    thinker = MoleculeDesignThinker(ThreadSafePipeQueues(topics=TOPICS), store,
+                                    RunParams(**{**PARAMS, 'search_size': 40, 'sources': ['neighbours']}),
+                                    get_spec('xtb'), agent=None, initial_smiles=INITIAL)
+    for i, (smiles, value) in enumerate([('CCO', -800.), ('CCCC', -1200.), ('OCCO', -950.)]):
+        thinker.db.add({'smiles': smiles, 'success': True, 'phase': 'initial', 'evaluation': i + 1,
+                        'objective': value, 'value': {'atomization_energy': value}})
+    taken = []
+
+    def batch():
+        thinker._maybe_bootstrap()
+        out = []
+        while (c := thinker.pool.pop('steered')) is not None:
+            out.append(c.smiles)
+            thinker.n_steered_submitted += 1
+        taken.extend(out)
+        return out
+    while len(thinker._bootstrapped or ()) < 3:  # The neighbourhoods of the three molecules computed
+        assert batch()
+    assert len(thinker.pool) > 0 and not thinker._exhausted()  # What the limit left out, a re-rank would queue
+    before = set(thinker.pool.to_screen())
+    refill = batch()
+    assert refill and set(refill) <= before and len(set(taken)) == len(taken)
+    assert not thinker._exhausted()
+    thinker._empty_rankings = 2  # Two rankings in a row queued nothing: nothing more will come of the pool
+    assert thinker._exhausted()
+    store.close()

@@ -40,7 +40,8 @@ def write_summary(run_dir: Path, thinker: Any, params: Any, wall_time: float, in
         'failed': db.n_failed, 'verified': db.n_verified, 'search_size': params.search_size,
         'batches': thinker.batches_done, 'reranks': thinker.reranks, 'queue_ran_dry': thinker.queue_ran_dry,
         'qc_utilization': None if math.isnan(utilization) else utilization, 'wall_time': wall_time,
-        'complete': db.n_steered >= params.search_size and not errors and not interrupted,
+        'complete': (db.n_steered >= params.search_size or thinker.exhausted) and not errors and not interrupted,
+        'exhausted': thinker.exhausted,
         'interrupted': interrupted, 'errors': errors, 'lost_in_flight': thinker.lost_in_flight,
     }
     summary['top'] = top_molecules(run, n=10)

@@ -400,6 +400,10 @@ class Campaign:
             print(f'Interrupted ({self.interrupted or "stopped"}). Continue with: python run.py --restart '
                   f'{self.run_dir}', file=sys.stderr)
             return EXIT_INTERRUPTED
+        if summary['exhausted']:
+            print(f'The search ended early: no candidate left to try ({summary["evaluated_steered"]} of '
+                  f'{self.params.search_size} steered molecules computed; --sources moldqn keeps proposing)',
+                  file=sys.stderr)
         return EXIT_OK
 
 

@@ -91,6 +91,8 @@ class GeneratorAgent:
     _bootstrap_n = 0  # Molecules the model of the thinker's last own batch was fit on
     _rank_seconds: Optional[float] = None  # Average time the thinker takes to rank one of its batches
     _fresh = False  # A screening at least as fresh as the thinker's own batches came back: they are over
+    _empty_rankings = 0  # Rankings in a row that queued nothing
+    exhausted = False  # The search ended early: no candidate left to try (a complete run, budget not spent)
     estimated_top: FrozenSet[str] = frozenset()  # Unverified molecules estimated among the best verified (K)
 
     @agent(startup=True)  # Its normal end (budget spent) must not stop the consumer
@@ -118,6 +120,7 @@ class GeneratorAgent:
                 return
             if self._exhausted():
                 logger.warning('No candidate is left to try (sources exhausted); the search ends early')
+                self.exhausted = True
                 return
             try:
                 result = self.queues.get_result(topic='ML', timeout=0.05)
@@ -137,10 +140,17 @@ class GeneratorAgent:
         return False
 
     def _exhausted(self) -> bool:
-        """Nothing to compute and nothing that could produce candidates"""
+        """Nothing to compute and nothing that could produce candidates (a pool that a re-rank could queue counts)"""
         return ('moldqn' not in self.params.sources and not self._screening and not self.in_flight
-                and not self.pool.depth('steered') and not self.pool.has_unranked and not self.pool.expansions(
-                    [s for _, s in self.db.best(N_STARTS)], mark=False))
+                and not self.pool.depth('steered') and not self.pool.has_unranked
+                and not self._pool_rerankable()
+                and not self.pool.expansions([s for _, s in self.db.best(N_STARTS)], mark=False))
+
+    def _pool_rerankable(self) -> bool:
+        """Whether the queue is dry but the pool holds ranked candidates that a re-rank could queue (those a
+        batch's limit left out), unless the last two rankings queued nothing"""
+        return self.params.queue_policy == 'rerank' and not self.pool.depth('steered') and len(self.pool) > 0 and \
+            self._empty_rankings < 2
 
     @property
     def _qc_slots(self) -> int:
@@ -159,7 +169,7 @@ class GeneratorAgent:
         expand = self.pool.expansions([s for _, s in self.db.best(N_STARTS)]) \
             if 'neighbours' in self.params.sources else {}
         rerank = self.params.queue_policy == 'rerank' and len(self.pool) and \
-            n_train - self._screened_at >= self.params.rerank_every
+            (n_train - self._screened_at >= self.params.rerank_every or self._pool_rerankable())
         if not (expand or self.pool.has_unranked or rerank or self.model is None):
             return
         training = self.db.training_set()
@@ -190,7 +200,10 @@ class GeneratorAgent:
             self._bootstrapped = set()
         best = [s for _, s in self.db.best(N_STARTS)]
         todo = [s for s in best if s not in self._bootstrapped][:BOOTSTRAP_STARTS]
-        if not todo:
+        # Every best molecule's neighbours ranked already: the queue is dry, but the pool may hold what the batches'
+        # limit left out
+        candidates = {} if todo or not self._pool_rerankable() else self.pool.to_screen()
+        if not todo and not candidates:
             return
         self._bootstrapped.update(todo)
         # As deep as the screening would go (two edits for the two best): the screening need not enumerate them again
@@ -200,8 +213,9 @@ class GeneratorAgent:
         limit = min(max(BOOTSTRAP_SLOTS * slots, int(BOOTSTRAP_BUDGET * self.params.search_size), ahead), left)
         start = time.perf_counter()
         try:
-            ranking = rank_candidates(self.db.training_set(), {}, self.params.objective, expand=expand,
-                                      failures=self.db.failures(), check_top=BOOTSTRAP_CHECKS, enough=limit)
+            ranking = rank_candidates(self.db.training_set(), candidates, self.params.objective, expand=expand,
+                                      failures=self.db.failures(), check_top=BOOTSTRAP_CHECKS, enough=limit,
+                                      checked=self.pool.embeddable(candidates))
         except Exception as exc:  # The ML workers' screening will do
             logger.warning(f'A batch could not be ranked here ({type(exc).__name__}: {exc}); waiting for the '
                            'first screening')
@@ -209,6 +223,7 @@ class GeneratorAgent:
             return
         best_value = self.db.best(1)
         queued = self.pool.apply_ranking(ranking, best_value[0][0] if best_value else None, limit=limit)
+        self._empty_rankings = 0 if queued else self._empty_rankings + 1
         self._bootstrap_n = ranking.n_train
         elapsed = time.perf_counter() - start
         self._rank_seconds = elapsed if self._rank_seconds is None else 0.5 * (self._rank_seconds + elapsed)
@@ -273,6 +288,7 @@ class GeneratorAgent:
             self._fresh = self._fresh or not stale
             queued = self.pool.apply_ranking(ranking, best[0][0] if best else None,
                                              limit=BOOTSTRAP_SLOTS * self._qc_slots if stale else None)
+            self._empty_rankings = 0 if queued else self._empty_rankings + 1
             self.batches_done += 1
             self.reranks += self.params.queue_policy == 'rerank'
             self.store.append(SCREENING_RECORDS, task_record(
