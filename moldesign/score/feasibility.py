@@ -15,7 +15,7 @@ applies it to the candidates whose embedding it checks.
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -114,6 +114,8 @@ class StrainModel(BaseEstimator, ClassifierMixin):
     Args:
         C: Inverse regularisation strength of the logistic regression
         prior_limit: The limit until the campaign's failures give one (None: no limit until then)
+        measure: The strain of a SMILES, None if unknown (default
+            :func:`~moldesign.simulate.embed.strain_energy`)
 
     Attributes:
         limit_: kcal/mol per heavy atom above which a molecule is predicted to fail: learned once there are
@@ -122,9 +124,16 @@ class StrainModel(BaseEstimator, ClassifierMixin):
         learned_: Whether ``limit_`` was learned from the data
     """
 
-    def __init__(self, C: float = 1.0, prior_limit: Optional[float] = PRIOR_STRAIN_LIMIT):
+    def __init__(self, C: float = 1.0, prior_limit: Optional[float] = PRIOR_STRAIN_LIMIT,
+                 measure: Optional[Callable[[str], Optional[float]]] = None):
         self.C = C
         self.prior_limit = prior_limit
+        self.measure = measure
+
+    def _strain(self, X: Sequence[str]) -> np.ndarray:
+        from moldesign.simulate.embed import strain_energy
+        measure = self.measure or strain_energy
+        return np.array([measure(s) for s in X], dtype=float)  # None -> nan
 
     def fit(self, X: Sequence[str], y: Sequence[bool]) -> 'StrainModel':
         """Learn the limit from the strain of the computed molecules (computed here, cached per process)
@@ -135,13 +144,12 @@ class StrainModel(BaseEstimator, ClassifierMixin):
         Returns:
             self (``limit_`` and ``learned_`` set)
         """
-        from moldesign.simulate.embed import strain_energy
         X, y = _check_labels(X, y)
         self.limit_: Optional[float] = self.prior_limit
         self.learned_ = False
         if (~y).sum() < MIN_STRAIN_FAILURES:
             return self  # Not worth a strain calculation yet
-        strain = np.array([strain_energy(s) for s in X], dtype=float)  # None -> nan
+        strain = self._strain(X)
         known = np.isfinite(strain)
         failed, ok = strain[known & ~y], strain[known & y]
         if len(failed) < MIN_STRAIN_FAILURES or not len(ok) or np.median(failed) <= np.median(ok):
@@ -154,10 +162,9 @@ class StrainModel(BaseEstimator, ClassifierMixin):
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
         """Whether QC is predicted to succeed for each molecule (strain at most the limit, or unknown)"""
-        from moldesign.simulate.embed import strain_energy
         if not hasattr(self, 'limit_'):
             raise ValueError('StrainModel is not fitted: call fit first')
         if self.limit_ is None:
             return np.ones(len(X), dtype=bool)
-        strain = np.array([strain_energy(s) for s in X], dtype=float)
+        strain = self._strain(X)
         return ~(strain > self.limit_)  # nan (unknown) -> feasible

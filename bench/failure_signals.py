@@ -1,0 +1,157 @@
+"""What tells the QC failures of a search from its successes: cheap signals judged in the run's own order.
+
+Reads the run directories kept by ``python bench/search_efficiency.py --keep-runs DIR`` and, for every steered
+molecule of every run, fits each signal's classifier on the records computed before it in that run (as the
+screening would have, without the latency of a real run) and asks whether it would have flagged the molecule:
+
+- ``groups``: :class:`moldesign.score.feasibility.FeasibilityModel` (atom-centred groups), as the run uses it;
+- ``groups+topology``: the same logistic regression with ring-topology counts added (atoms in at least 2, 3 and 4
+  rings, 3- and 4-membered rings, bridgehead and spiro atoms, rings per heavy atom);
+- ``strain``: :class:`moldesign.score.feasibility.StrainModel`'s limit (MMFF94 energy per heavy atom), as the
+  screening applies it;
+- ``bonded strain``: the same limit on the bonded MMFF94 terms only (stretch, bend, stretch-bend) per heavy atom.
+
+Also prints each strain measure's ROC AUC over all molecules. The LAST line gives, per signal, the failures and
+successes flagged.
+
+    python bench/search_efficiency.py --objectives atomization_energy_per_atom --methods steered --keep-runs /tmp/pa
+    python bench/failure_signals.py /tmp/pa
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+common.use_this_checkout()
+
+from rdkit import Chem  # noqa: E402
+from rdkit.Chem import AllChem, rdMolDescriptors  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from moldesign.chem import parse_smiles  # noqa: E402
+from moldesign.score.feasibility import FeasibilityModel, StrainModel  # noqa: E402
+from moldesign.score.featurize import GroupCountFeaturizer  # noqa: E402
+from moldesign.simulate.embed import _embed_quickly, _quick_params, strain_energy  # noqa: E402
+
+
+def topology(smiles: str) -> List[float]:
+    """Ring-topology counts of a molecule"""
+    mol = Chem.MolFromSmiles(smiles)
+    rings = mol.GetRingInfo()
+    memberships = [rings.NumAtomRings(a.GetIdx()) for a in mol.GetAtoms()]
+    sizes = [len(r) for r in rings.AtomRings()]
+    return [sum(m >= 2 for m in memberships), sum(m >= 3 for m in memberships), sum(m >= 4 for m in memberships),
+            sizes.count(3), sizes.count(4), rdMolDescriptors.CalcNumBridgeheadAtoms(mol),
+            rdMolDescriptors.CalcNumSpiroAtoms(mol), rings.NumRings() / mol.GetNumHeavyAtoms()]
+
+
+def bonded_strain(smiles: str) -> Optional[float]:
+    """Bonded MMFF94 energy (stretch, bend, stretch-bend) per heavy atom of the relaxed conformer of
+    :func:`~moldesign.simulate.embed.strain_energy`"""
+    mol = Chem.AddHs(parse_smiles(smiles))
+    if not _embed_quickly(mol, _quick_params(1)):
+        return None
+    properties = AllChem.MMFFGetMoleculeProperties(mol)
+    if properties is None:
+        return None
+    AllChem.MMFFGetMoleculeForceField(mol, properties).Minimize(maxIts=500)
+    for term in ('Oop', 'Torsion', 'VdW', 'Ele'):
+        getattr(properties, f'SetMMFF{term}Term')(False)
+    return AllChem.MMFFGetMoleculeForceField(mol, properties).CalcEnergy() / mol.GetNumHeavyAtoms()
+
+
+class TopologyFeasibility:
+    """Logistic regression on the group counts and the ring-topology counts (class-balanced, as
+    :class:`~moldesign.score.feasibility.FeasibilityModel`)"""
+
+    def fit(self, X: Sequence[str], y: Sequence[bool]) -> 'TopologyFeasibility':
+        y = np.asarray(y, dtype=bool)
+        self.featurizer_ = GroupCountFeaturizer().fit(list(X))
+        self.classifier_ = None if y.all() or not y.any() else \
+            LogisticRegression(class_weight='balanced', max_iter=2000).fit(self._features(X), y)
+        return self
+
+    def _features(self, X: Sequence[str]) -> np.ndarray:
+        return np.hstack([np.log1p(self.featurizer_.transform(list(X))),
+                          np.log1p(np.array([topology(s) for s in X], dtype=float))])
+
+    def success(self, smiles: str) -> float:
+        if self.classifier_ is None:
+            return 0.95
+        return float(self.classifier_.predict_proba(self._features([smiles]))[0, 1])
+
+
+_BONDED: Dict[str, Optional[float]] = {}
+
+
+def _cached_bonded(smiles: str, seed: int = 1) -> Optional[float]:
+    if smiles not in _BONDED:
+        _BONDED[smiles] = bonded_strain(smiles)
+    return _BONDED[smiles]
+
+
+def run_records(root: Path) -> List[List[dict]]:
+    """The initial and steered records of each kept run under ``root``, in the order they were computed"""
+    runs = []
+    for path in sorted(root.rglob('simulation_records.jsonld')):
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = [r for r in records if r.get('phase') in ('initial', 'steered') and r.get('smiles')]
+        runs.append(sorted(records, key=lambda r: r.get('evaluation') or 0))
+    return runs
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('runs', type=Path, help='Directory of run directories (search_efficiency.py --keep-runs)')
+    args = parser.parse_args(argv)
+    runs = run_records(args.runs)
+    if not runs:
+        print(f'failure_signals.py: error: no simulation_records.jsonld under {args.runs}', file=sys.stderr)
+        return 2
+    signals = ('groups', 'groups+topology', 'strain', 'bonded strain')
+    counts = {s: [0, 0, 0, 0] for s in signals}  # Failures flagged, failures, successes flagged, successes
+    for records in runs:
+        for i, record in enumerate(records):
+            if record['phase'] != 'steered':
+                continue
+            before = [r['smiles'] for r in records[:i]]
+            labels = [bool(r['success']) for r in records[:i]]
+            smiles = record['smiles']
+            flagged = {
+                'groups': FeasibilityModel().fit(before, labels).predict_proba([smiles])[0, 1] < 0.5,
+                'groups+topology': TopologyFeasibility().fit(before, labels).success(smiles) < 0.5,
+                'strain': not StrainModel().fit(before, labels).predict([smiles])[0],
+                'bonded strain': not StrainModel(prior_limit=None, measure=_cached_bonded).fit(
+                    before, labels).predict([smiles])[0],
+            }
+            for signal, flag in flagged.items():
+                c = counts[signal]
+                if record['success']:
+                    c[2], c[3] = c[2] + flag, c[3] + 1
+                else:
+                    c[0], c[1] = c[0] + flag, c[1] + 1
+    every = [r for records in runs for r in records]
+    failed = np.array([not r['success'] for r in every])
+    for name, measure in (('strain', strain_energy), ('bonded strain', _cached_bonded)):
+        values = np.array([measure(r['smiles']) for r in every], dtype=float)
+        known = np.isfinite(values)
+        if failed[known].any() and (~failed[known]).any():
+            print(f'{name}: ROC AUC {roc_auc_score(failed[known], values[known]):.3f} over {known.sum()} molecules '
+                  f'(median failed {np.median(values[known & failed]):.1f}, succeeded '
+                  f'{np.median(values[known & ~failed]):.1f})')
+    print(f'{len(runs)} runs, {int(failed.sum())} failures among {len(every)} molecules (initial ones included)')
+    print('flagged (failures; successes): ' + '; '.join(
+        f'{s} {c[0]}/{c[1]}; {c[2]}/{c[3]}' for s, c in counts.items()))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
