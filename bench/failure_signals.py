@@ -7,11 +7,11 @@ screening would have, without the latency of a real run) and asks whether it wou
 - ``groups``: :class:`moldesign.score.feasibility.FeasibilityModel` (atom-centred groups), as the run uses it;
 - ``groups+topology``: the same logistic regression with ring-topology counts added (atoms in at least 2, 3 and 4
   rings, 3- and 4-membered rings, bridgehead and spiro atoms, rings per heavy atom);
-- ``strain``: :class:`moldesign.score.feasibility.StrainModel`'s limit (MMFF94 energy per heavy atom), as the
+- ``strain``: :class:`moldesign.score.feasibility.StrainModel`'s limit (bonded MMFF94 energy per heavy atom), as the
   screening applies it;
-- ``bonded strain``: the same limit on the bonded MMFF94 terms only (stretch, bend, stretch-bend) per heavy atom.
+- ``total MMFF``: the same limit on the whole MMFF94 energy per heavy atom (the measure before 2026-12-02).
 
-Also prints each strain measure's ROC AUC over all molecules. The LAST line gives, per signal, the failures and
+Also prints each measure's ROC AUC over all molecules. The LAST line gives, per signal, the failures and
 successes flagged.
 
     python bench/search_efficiency.py --objectives atomization_energy_per_atom --methods steered --keep-runs /tmp/pa
@@ -53,19 +53,19 @@ def topology(smiles: str) -> List[float]:
             rdMolDescriptors.CalcNumSpiroAtoms(mol), rings.NumRings() / mol.GetNumHeavyAtoms()]
 
 
-def bonded_strain(smiles: str) -> Optional[float]:
-    """Bonded MMFF94 energy (stretch, bend, stretch-bend) per heavy atom of the relaxed conformer of
-    :func:`~moldesign.simulate.embed.strain_energy`"""
+def total_mmff_energy(smiles: str) -> Optional[float]:
+    """The whole MMFF94 energy per heavy atom (all terms) of the relaxed conformer of
+    :func:`~moldesign.simulate.embed.strain_energy` (the screening's strain measure before 2026-12-02: bonded terms
+    only since)"""
     mol = Chem.AddHs(parse_smiles(smiles))
     if not _embed_quickly(mol, _quick_params(1)):
         return None
     properties = AllChem.MMFFGetMoleculeProperties(mol)
     if properties is None:
         return None
-    AllChem.MMFFGetMoleculeForceField(mol, properties).Minimize(maxIts=500)
-    for term in ('Oop', 'Torsion', 'VdW', 'Ele'):
-        getattr(properties, f'SetMMFF{term}Term')(False)
-    return AllChem.MMFFGetMoleculeForceField(mol, properties).CalcEnergy() / mol.GetNumHeavyAtoms()
+    field = AllChem.MMFFGetMoleculeForceField(mol, properties)
+    field.Minimize(maxIts=500)
+    return field.CalcEnergy() / mol.GetNumHeavyAtoms()
 
 
 class TopologyFeasibility:
@@ -89,13 +89,13 @@ class TopologyFeasibility:
         return float(self.classifier_.predict_proba(self._features([smiles]))[0, 1])
 
 
-_BONDED: Dict[str, Optional[float]] = {}
+_TOTAL: Dict[str, Optional[float]] = {}
 
 
-def _cached_bonded(smiles: str, seed: int = 1) -> Optional[float]:
-    if smiles not in _BONDED:
-        _BONDED[smiles] = bonded_strain(smiles)
-    return _BONDED[smiles]
+def _cached_total(smiles: str) -> Optional[float]:
+    if smiles not in _TOTAL:
+        _TOTAL[smiles] = total_mmff_energy(smiles)
+    return _TOTAL[smiles]
 
 
 def run_records(root: Path) -> List[List[dict]]:
@@ -116,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not runs:
         print(f'failure_signals.py: error: no simulation_records.jsonld under {args.runs}', file=sys.stderr)
         return 2
-    signals = ('groups', 'groups+topology', 'strain', 'bonded strain')
+    signals = ('groups', 'groups+topology', 'strain', 'total MMFF')
     counts = {s: [0, 0, 0, 0] for s in signals}  # Failures flagged, failures, successes flagged, successes
     for records in runs:
         for i, record in enumerate(records):
@@ -129,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 'groups': FeasibilityModel().fit(before, labels).predict_proba([smiles])[0, 1] < 0.5,
                 'groups+topology': TopologyFeasibility().fit(before, labels).success(smiles) < 0.5,
                 'strain': not StrainModel().fit(before, labels).predict([smiles])[0],
-                'bonded strain': not StrainModel(prior_limit=None, measure=_cached_bonded).fit(
+                'total MMFF': not StrainModel(prior_limit=12.0, measure=_cached_total).fit(
                     before, labels).predict([smiles])[0],
             }
             for signal, flag in flagged.items():
@@ -140,7 +140,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     c[0], c[1] = c[0] + flag, c[1] + 1
     every = [r for records in runs for r in records]
     failed = np.array([not r['success'] for r in every])
-    for name, measure in (('strain', strain_energy), ('bonded strain', _cached_bonded)):
+    for name, measure in (('strain', strain_energy), ('total MMFF', _cached_total)):
         values = np.array([measure(r['smiles']) for r in every], dtype=float)
         known = np.isfinite(values)
         if failed[known].any() and (~failed[known]).any():

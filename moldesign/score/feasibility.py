@@ -7,7 +7,7 @@ in many variants), so the atom-centred groups and ring counts that the energy mo
 the QC task succeeded); the search demotes candidates it deems likely to fail instead of rediscovering them.
 
 Groups generalise poorly across cage families (each cage has new groups), so :class:`StrainModel` adds a
-physical measure: the MMFF94 energy per heavy atom of a relaxed conformer
+physical measure: the bonded MMFF94 energy (stretch and bend) per heavy atom of a relaxed conformer
 (:func:`~moldesign.simulate.embed.strain_energy`), with the limit above which molecules fail learned from the
 campaign's own successes and failures (no fixed threshold: what breaks depends on the QC method). The screening
 applies it to the candidates whose embedding it checks.
@@ -97,10 +97,10 @@ class FeasibilityModel(BaseEstimator, ClassifierMixin):
 
 MIN_STRAIN_FAILURES = 2
 """Failures with a strain value needed before :class:`StrainModel` learns its own limit"""
-PRIOR_STRAIN_LIMIT = 12.0
+PRIOR_STRAIN_LIMIT = 6.6
 """The limit before the campaign's own failures say otherwise (kcal/mol per heavy atom): about QM9's 99th
-percentile (600 random QM9 molecules, one MMFF94-relaxed ETKDG conformer each: median 2.9, 99th percentile 11.8,
-99.5th 13.1), so it leaves out about 1 % of QM9 space and the most strained cages"""
+percentile (600 random QM9 molecules, one MMFF94-relaxed ETKDG conformer each, bonded terms: median 0.6, 99th
+percentile 6.6, 99.5th 7.8), so it leaves out about 1 % of QM9 space and the most strained cages"""
 
 
 class StrainModel(BaseEstimator, ClassifierMixin):
