@@ -32,14 +32,13 @@ import common  # noqa: E402
 common.use_this_checkout()
 
 from rdkit import Chem  # noqa: E402
-from rdkit.Chem import AllChem, rdMolDescriptors  # noqa: E402
+from rdkit.Chem import rdMolDescriptors  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from moldesign.chem import parse_smiles  # noqa: E402
 from moldesign.score.feasibility import FeasibilityModel, StrainModel  # noqa: E402
 from moldesign.score.featurize import GroupCountFeaturizer  # noqa: E402
-from moldesign.simulate.embed import _embed_quickly, _quick_params, strain_energy  # noqa: E402
+from moldesign.simulate.embed import mmff_relaxed, strain_energy  # noqa: E402
 
 
 def topology(smiles: str) -> List[float]:
@@ -57,15 +56,8 @@ def total_mmff_energy(smiles: str) -> Optional[float]:
     """The whole MMFF94 energy per heavy atom (all terms) of the relaxed conformer of
     :func:`~moldesign.simulate.embed.strain_energy` (the screening's strain measure before 2026-12-02: bonded terms
     only since)"""
-    mol = Chem.AddHs(parse_smiles(smiles))
-    if not _embed_quickly(mol, _quick_params(1)):
-        return None
-    properties = AllChem.MMFFGetMoleculeProperties(mol)
-    if properties is None:
-        return None
-    field = AllChem.MMFFGetMoleculeForceField(mol, properties)
-    field.Minimize(maxIts=500)
-    return field.CalcEnergy() / mol.GetNumHeavyAtoms()
+    relaxed = mmff_relaxed(smiles)
+    return None if relaxed is None else relaxed[2] / relaxed[0].GetNumHeavyAtoms()
 
 
 class TopologyFeasibility:

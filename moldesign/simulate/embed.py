@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import ase.io
 import numpy as np
@@ -184,6 +184,25 @@ def strain_energy(smiles: str, seed: int = 1) -> Optional[float]:
     Returns:
         The energy, or None if the molecule cannot be embedded quickly or MMFF94 has no parameters for it
     """
+    relaxed = mmff_relaxed(smiles, seed)
+    if relaxed is None:
+        return None
+    mol, properties, _ = relaxed
+    for term in ('Oop', 'Torsion', 'VdW', 'Ele'):  # The bonded terms at the relaxed geometry: stretch and bend
+        getattr(properties, f'SetMMFF{term}Term')(False)
+    return float(AllChem.MMFFGetMoleculeForceField(mol, properties).CalcEnergy()) / mol.GetNumHeavyAtoms()
+
+
+def mmff_relaxed(smiles: str, seed: int = 1) -> Optional[Tuple[Chem.Mol, Any, float]]:
+    """One quickly embedded ETKDG conformer relaxed with MMFF94 (what :func:`strain_energy` measures)
+
+    Args:
+        smiles: SMILES string
+        seed: Random seed of the embedding
+    Returns:
+        The molecule (hydrogens added, relaxed conformer), its MMFF94 properties and its whole MMFF94 energy
+        (kcal/mol); None if the molecule cannot be embedded quickly or MMFF94 has no parameters for it
+    """
     try:
         mol = Chem.AddHs(parse_smiles(smiles))
     except Exception:
@@ -195,9 +214,7 @@ def strain_energy(smiles: str, seed: int = 1) -> Optional[float]:
         return None
     field = AllChem.MMFFGetMoleculeForceField(mol, properties)
     field.Minimize(maxIts=500)
-    for term in ('Oop', 'Torsion', 'VdW', 'Ele'):  # The bonded terms at the relaxed geometry: stretch and bend
-        getattr(properties, f'SetMMFF{term}Term')(False)
-    return float(AllChem.MMFFGetMoleculeForceField(mol, properties).CalcEnergy()) / mol.GetNumHeavyAtoms()
+    return mol, properties, float(field.CalcEnergy())
 
 
 def to_qcel(symbols: List[str], coords: np.ndarray, multiplicity: int = 1) -> qcel.models.Molecule:
