@@ -20,10 +20,11 @@ successes flagged.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -33,11 +34,9 @@ common.use_this_checkout()
 
 from rdkit import Chem  # noqa: E402
 from rdkit.Chem import rdMolDescriptors  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from moldesign.score.feasibility import FeasibilityModel, StrainModel  # noqa: E402
-from moldesign.score.featurize import GroupCountFeaturizer  # noqa: E402
 from moldesign.simulate.embed import mmff_relaxed, strain_energy  # noqa: E402
 
 
@@ -52,6 +51,7 @@ def topology(smiles: str) -> List[float]:
             rdMolDescriptors.CalcNumSpiroAtoms(mol), rings.NumRings() / mol.GetNumHeavyAtoms()]
 
 
+@functools.lru_cache(maxsize=None)
 def total_mmff_energy(smiles: str) -> Optional[float]:
     """The whole MMFF94 energy per heavy atom (all terms) of the relaxed conformer of
     :func:`~moldesign.simulate.embed.strain_energy` (the screening's strain measure before 2026-12-02: bonded terms
@@ -60,34 +60,11 @@ def total_mmff_energy(smiles: str) -> Optional[float]:
     return None if relaxed is None else relaxed[2] / relaxed[0].GetNumHeavyAtoms()
 
 
-class TopologyFeasibility:
-    """Logistic regression on the group counts and the ring-topology counts (class-balanced, as
-    :class:`~moldesign.score.feasibility.FeasibilityModel`)"""
-
-    def fit(self, X: Sequence[str], y: Sequence[bool]) -> 'TopologyFeasibility':
-        y = np.asarray(y, dtype=bool)
-        self.featurizer_ = GroupCountFeaturizer().fit(list(X))
-        self.classifier_ = None if y.all() or not y.any() else \
-            LogisticRegression(class_weight='balanced', max_iter=2000).fit(self._features(X), y)
-        return self
+class TopologyFeasibility(FeasibilityModel):
+    """:class:`~moldesign.score.feasibility.FeasibilityModel` with the ring-topology counts beside the group counts"""
 
     def _features(self, X: Sequence[str]) -> np.ndarray:
-        return np.hstack([np.log1p(self.featurizer_.transform(list(X))),
-                          np.log1p(np.array([topology(s) for s in X], dtype=float))])
-
-    def success(self, smiles: str) -> float:
-        if self.classifier_ is None:
-            return 0.95
-        return float(self.classifier_.predict_proba(self._features([smiles]))[0, 1])
-
-
-_TOTAL: Dict[str, Optional[float]] = {}
-
-
-def _cached_total(smiles: str) -> Optional[float]:
-    if smiles not in _TOTAL:
-        _TOTAL[smiles] = total_mmff_energy(smiles)
-    return _TOTAL[smiles]
+        return np.hstack([super()._features(X), np.log1p(np.array([topology(s) for s in X], dtype=float))])
 
 
 def run_records(root: Path) -> List[List[dict]]:
@@ -119,9 +96,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             smiles = record['smiles']
             flagged = {
                 'groups': FeasibilityModel().fit(before, labels).predict_proba([smiles])[0, 1] < 0.5,
-                'groups+topology': TopologyFeasibility().fit(before, labels).success(smiles) < 0.5,
+                'groups+topology': TopologyFeasibility().fit(before, labels).predict_proba([smiles])[0, 1] < 0.5,
                 'strain': not StrainModel().fit(before, labels).predict([smiles])[0],
-                'total MMFF': not StrainModel(prior_limit=12.0, measure=_cached_total).fit(
+                'total MMFF': not StrainModel(prior_limit=12.0, measure=total_mmff_energy).fit(
                     before, labels).predict([smiles])[0],
             }
             for signal, flag in flagged.items():
@@ -132,7 +109,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     c[0], c[1] = c[0] + flag, c[1] + 1
     every = [r for records in runs for r in records]
     failed = np.array([not r['success'] for r in every])
-    for name, measure in (('strain', strain_energy), ('total MMFF', _cached_total)):
+    for name, measure in (('strain', strain_energy), ('total MMFF', total_mmff_energy)):
         values = np.array([measure(r['smiles']) for r in every], dtype=float)
         known = np.isfinite(values)
         if failed[known].any() and (~failed[known]).any():
