@@ -96,12 +96,19 @@ def test_workers_connected_from_their_jobs_nodes(sbatch_campaign):
 
 
 # ---------------------------------------------------------------------- Ctrl-C, then --restart
+INTERRUPTED = 40
+"""Steered molecules of the interrupted campaign"""
+
 @pytest.fixture(scope='module')
 def interrupted_campaign(slurm_cluster, tmp_path_factory):
     """A campaign interrupted with SIGINT after 2 steered results (in-flight tasks waited for at most 20 s)"""
     tmp_path = tmp_path_factory.mktemp('interrupted')
     config = test_config('slurm', tmp_path / 'my_cluster.py', NODES=1)
-    proc = start_run(tmp_path, slurm_cluster.conf, '--config', str(config), *SMALL, '--shutdown-timeout', '20')
+    # A budget the run cannot finish between the second steered result and the signal: QC no longer waits for the
+    # ml job, and SMALL's 6 steered molecules can all land within the polling interval (CI saw a run complete
+    # before its SIGINT)
+    proc = start_run(tmp_path, slurm_cluster.conf, '--config', str(config), *SMALL, '--search-size', str(INTERRUPTED),
+                     '--shutdown-timeout', '20')
     watcher = Watcher(slurm_cluster, marker=str(tmp_path))
     watcher.start()
     try:
@@ -157,7 +164,7 @@ def test_restart_finishes_on_slurm(interrupted_campaign, slurm):
     finally:
         watcher.stop()
     assert proc.returncode == 0, process_tail(stderr)
-    after = assert_complete(c['run_dir'])
+    after = assert_complete(c['run_dir'], steered=INTERRUPTED)
     assert after[:len(before)] == before  # Nothing lost, nothing recomputed
     assert len(reference_records(c['run_dir'])) == 5
     # The restart ran on Slurm again, with the run's own configuration
