@@ -16,6 +16,8 @@ def _interrupt(signum, frame):
 
 
 if __name__ == '__main__':
+    from moldesign.steer.signals import relay_sigint  # Standard library only: no thread exists yet
+    relay_sigint()  # Ctrl-C reaches Python even while RDKit holds the SIGINT handler
     signal.signal(signal.SIGTERM, _interrupt)  # Like Ctrl-C until the campaign takes the signals over
     signal.signal(signal.SIGHUP, _interrupt)
     try:

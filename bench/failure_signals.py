@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 common.use_this_checkout()
 
-from rdkit import Chem  # noqa: E402
-from rdkit.Chem import rdMolDescriptors  # noqa: E402
+from rdkit import Chem, DataStructs  # noqa: E402
+from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from moldesign.score.feasibility import FeasibilityModel, StrainModel  # noqa: E402
@@ -67,6 +67,23 @@ class TopologyFeasibility(FeasibilityModel):
         return np.hstack([super()._features(X), np.log1p(np.array([topology(s) for s in X], dtype=float))])
 
 
+_MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+
+
+@functools.lru_cache(maxsize=None)
+def fingerprint(smiles: str):
+    return _MORGAN.GetFingerprint(Chem.MolFromSmiles(smiles))
+
+
+def nearest_is_failure(smiles: str, before: Sequence[str], labels: Sequence[bool], min_similarity: float) -> bool:
+    """Whether the most similar earlier molecule (Tanimoto, Morgan radius 2) failed and is at least that similar"""
+    if not before or all(labels):
+        return False
+    similarity = np.array(DataStructs.BulkTanimotoSimilarity(fingerprint(smiles), [fingerprint(s) for s in before]))
+    best = int(np.argmax(similarity))
+    return not labels[best] and similarity[best] >= min_similarity
+
+
 def run_records(root: Path) -> List[List[dict]]:
     """The initial and steered records of each kept run under ``root``, in the order they were computed"""
     runs = []
@@ -85,7 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not runs:
         print(f'failure_signals.py: error: no simulation_records.jsonld under {args.runs}', file=sys.stderr)
         return 2
-    signals = ('groups', 'groups+topology', 'strain', 'total MMFF')
+    signals = ('groups', 'groups+topology', 'strain', 'total MMFF', 'nearest', 'nearest>=0.3', 'nearest>=0.5',
+               'strain or nearest>=0.3')
     counts = {s: [0, 0, 0, 0] for s in signals}  # Failures flagged, failures, successes flagged, successes
     for records in runs:
         for i, record in enumerate(records):
@@ -100,7 +118,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 'strain': not StrainModel().fit(before, labels).predict([smiles])[0],
                 'total MMFF': not StrainModel(prior_limit=12.0, measure=total_mmff_energy).fit(
                     before, labels).predict([smiles])[0],
+                'nearest': nearest_is_failure(smiles, before, labels, 0.),
+                'nearest>=0.3': nearest_is_failure(smiles, before, labels, 0.3),
+                'nearest>=0.5': nearest_is_failure(smiles, before, labels, 0.5),
             }
+            flagged['strain or nearest>=0.3'] = flagged['strain'] or flagged['nearest>=0.3']
             for signal, flag in flagged.items():
                 c = counts[signal]
                 if record['success']:

@@ -31,6 +31,7 @@ from parsl.config import Config
 from parsl.utils import setproctitle
 
 from moldesign.steer.queues import TOPICS
+from moldesign.steer.signals import unblock_sigint
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class TaskServer(ParslTaskServer):
         parent = os.getppid()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
+        unblock_sigint()  # Blocked by run.py's relay; the programs Parsl starts get SIGINT as they expect
         # A log file that cannot be written (disk full) must not print a traceback per line: the thinker's
         # process reports a full disk once
         logging.raiseExceptions = False

@@ -12,9 +12,17 @@ One :class:`StopSignals` handles the three signals for the whole of :meth:`Campa
 
 Exiting at once waits (briefly) for a record being written, kills the task server's process tree and ends the
 process with code 130: every record on disk is a complete line, and ``--restart`` continues the run.
+
+RDKit swaps the process's SIGINT handler for its own around substructure searches, embeddings and other long
+calls (``RDKit::ControlCHandler``), and the thinker's threads make such calls all the time: a SIGINT that arrives
+then is taken by RDKit (a search cut short, "Substructure search was interrupted") and never reaches Python, so a
+Ctrl-C or ``kill -INT`` could be lost. :func:`relay_sigint`, called by ``run.py`` before anything starts a thread,
+blocks SIGINT in every thread and hands each one to the main thread's Python handler from a thread of its own
+(:func:`signal.sigwait`, :func:`_thread.interrupt_main`): no C-level handler, RDKit's or Python's, ever runs for it.
 """
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import signal
@@ -29,6 +37,38 @@ logger = logging.getLogger(__name__)
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """The signals that stop a campaign"""
 EXIT_INTERRUPTED = 130
+
+
+def relay_sigint() -> bool:
+    """Deliver SIGINT to the main thread's Python handler through a relay thread (see the module docstring)
+
+    Call it in the main thread before any other thread exists (threads started later, by Python or by C
+    libraries, inherit the blocked signal; one started earlier could still take a SIGINT). A SIGINT ignored when
+    the process started (a background job of a shell) stays ignored until a Python handler is installed.
+    Child processes inherit the blocked signal: one that should take SIGINT unblocks it
+    (:func:`unblock_sigint`; the task server does).
+
+    Returns:
+        Whether the relay was started (not on a platform without :func:`signal.pthread_sigmask`, or off the main
+        thread)
+    """
+    if not hasattr(signal, 'pthread_sigmask') or threading.current_thread() is not threading.main_thread():
+        return False
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def _relay() -> None:
+        while True:
+            signal.sigwait({signal.SIGINT})
+            _thread.interrupt_main(signal.SIGINT)  # Runs the Python handler in the main thread (none: nothing)
+
+    threading.Thread(target=_relay, name='sigint-relay', daemon=True).start()
+    return True
+
+
+def unblock_sigint() -> None:
+    """Undo :func:`relay_sigint`'s block in this thread (in a child process, before it starts its own children)"""
+    if hasattr(signal, 'pthread_sigmask'):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 class SetupInterrupted(KeyboardInterrupt):
