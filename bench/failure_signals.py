@@ -4,12 +4,15 @@ Reads the run directories kept by ``python bench/search_efficiency.py --keep-run
 molecule of every run, fits each signal's classifier on the records computed before it in that run (as the
 screening would have, without the latency of a real run) and asks whether it would have flagged the molecule:
 
-- ``groups``: :class:`moldesign.score.feasibility.FeasibilityModel` (atom-centred groups), as the run uses it;
-- ``groups+topology``: the same logistic regression with ring-topology counts added (atoms in at least 2, 3 and 4
-  rings, 3- and 4-membered rings, bridgehead and spiro atoms, rings per heavy atom);
+- ``groups``: :class:`moldesign.score.feasibility.FeasibilityModel` on the atom-centred groups only
+  (``topology=False``, as runs before 2026-12-02's fourth session used it);
+- ``groups+topology``: the same with the ring-topology counts (:func:`~moldesign.score.feasibility.ring_topology`),
+  as the run uses it now; ``p<0.6``: flagged below a success probability of 0.6 instead of 0.5;
 - ``strain``: :class:`moldesign.score.feasibility.StrainModel`'s limit (bonded MMFF94 energy per heavy atom), as the
   screening applies it;
-- ``total MMFF``: the same limit on the whole MMFF94 energy per heavy atom (the measure before 2026-12-02).
+- ``total MMFF``: the same limit on the whole MMFF94 energy per heavy atom (the measure before 2026-12-02);
+- ``nearest>=0.3``: the most similar earlier molecule (Tanimoto on Morgan fingerprints, radius 2) failed and is at
+  least 0.3 similar.
 
 Also prints each measure's ROC AUC over all molecules. The LAST line gives, per signal, the failures and
 successes flagged.
@@ -33,22 +36,11 @@ import common  # noqa: E402
 common.use_this_checkout()
 
 from rdkit import Chem, DataStructs  # noqa: E402
-from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors  # noqa: E402
+from rdkit.Chem import rdFingerprintGenerator  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from moldesign.score.feasibility import FeasibilityModel, StrainModel  # noqa: E402
 from moldesign.simulate.embed import mmff_relaxed, strain_energy  # noqa: E402
-
-
-def topology(smiles: str) -> List[float]:
-    """Ring-topology counts of a molecule"""
-    mol = Chem.MolFromSmiles(smiles)
-    rings = mol.GetRingInfo()
-    memberships = [rings.NumAtomRings(a.GetIdx()) for a in mol.GetAtoms()]
-    sizes = [len(r) for r in rings.AtomRings()]
-    return [sum(m >= 2 for m in memberships), sum(m >= 3 for m in memberships), sum(m >= 4 for m in memberships),
-            sizes.count(3), sizes.count(4), rdMolDescriptors.CalcNumBridgeheadAtoms(mol),
-            rdMolDescriptors.CalcNumSpiroAtoms(mol), rings.NumRings() / mol.GetNumHeavyAtoms()]
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,13 +50,6 @@ def total_mmff_energy(smiles: str) -> Optional[float]:
     only since)"""
     relaxed = mmff_relaxed(smiles)
     return None if relaxed is None else relaxed[2] / relaxed[0].GetNumHeavyAtoms()
-
-
-class TopologyFeasibility(FeasibilityModel):
-    """:class:`~moldesign.score.feasibility.FeasibilityModel` with the ring-topology counts beside the group counts"""
-
-    def _features(self, X: Sequence[str]) -> np.ndarray:
-        return np.hstack([super()._features(X), np.log1p(np.array([topology(s) for s in X], dtype=float))])
 
 
 _MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
@@ -102,8 +87,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not runs:
         print(f'failure_signals.py: error: no simulation_records.jsonld under {args.runs}', file=sys.stderr)
         return 2
-    signals = ('groups', 'groups+topology', 'strain', 'total MMFF', 'nearest', 'nearest>=0.3', 'nearest>=0.5',
-               'strain or nearest>=0.3')
+    signals = ('groups', 'groups+topology', 'groups+topology p<0.6', 'strain', 'total MMFF', 'nearest>=0.3')
     counts = {s: [0, 0, 0, 0] for s in signals}  # Failures flagged, failures, successes flagged, successes
     for records in runs:
         for i, record in enumerate(records):
@@ -112,17 +96,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             before = [r['smiles'] for r in records[:i]]
             labels = [bool(r['success']) for r in records[:i]]
             smiles = record['smiles']
+            with_topology = FeasibilityModel().fit(before, labels).predict_proba([smiles])[0, 1]
             flagged = {
-                'groups': FeasibilityModel().fit(before, labels).predict_proba([smiles])[0, 1] < 0.5,
-                'groups+topology': TopologyFeasibility().fit(before, labels).predict_proba([smiles])[0, 1] < 0.5,
+                'groups': FeasibilityModel(topology=False).fit(before, labels).predict_proba([smiles])[0, 1] < 0.5,
+                'groups+topology': with_topology < 0.5,
+                'groups+topology p<0.6': with_topology < 0.6,
                 'strain': not StrainModel().fit(before, labels).predict([smiles])[0],
                 'total MMFF': not StrainModel(prior_limit=12.0, measure=total_mmff_energy).fit(
                     before, labels).predict([smiles])[0],
-                'nearest': nearest_is_failure(smiles, before, labels, 0.),
                 'nearest>=0.3': nearest_is_failure(smiles, before, labels, 0.3),
-                'nearest>=0.5': nearest_is_failure(smiles, before, labels, 0.5),
             }
-            flagged['strain or nearest>=0.3'] = flagged['strain'] or flagged['nearest>=0.3']
             for signal, flag in flagged.items():
                 c = counts[signal]
                 if record['success']:

@@ -6,6 +6,11 @@ in many variants), so the atom-centred groups and ring counts that the energy mo
 :class:`FeasibilityModel` is a logistic regression on those features, trained on every computed molecule (label:
 the QC task succeeded); the search demotes candidates it deems likely to fail instead of rediscovering them.
 
+Ring topology says more than the groups about a cage: how many atoms sit in two, three or four rings, how many
+rings are 3- or 4-membered, the bridgehead and spiro atoms, rings per heavy atom (:func:`ring_topology`). Judged on
+10 per-atom searches in their own order (``bench/failure_signals.py``), the classifier with these counts beside the
+groups flags 29 of 69 failures and 35 of 331 successes, the groups alone 22 and 37.
+
 Groups generalise poorly across cage families (each cage has new groups), so :class:`StrainModel` adds a
 physical measure: the bonded MMFF94 energy (stretch and bend) per heavy atom of a relaxed conformer
 (:func:`~moldesign.simulate.embed.strain_energy`), with the limit above which molecules fail learned from the
@@ -14,13 +19,16 @@ applies it to the candidates whose embedding it checks.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
+from rdkit.Chem import rdMolDescriptors
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
+from moldesign.chem import parse_smiles
 from moldesign.score.featurize import GroupCountFeaturizer
 
 logger = logging.getLogger(__name__)
@@ -34,6 +42,19 @@ def _check_labels(X: Sequence[str], y: Sequence[bool]) -> Tuple[List[str], np.nd
     return X, y
 
 
+@functools.lru_cache(maxsize=65536)
+def ring_topology(smiles: str) -> Tuple[float, ...]:
+    """Ring-topology counts of a molecule: atoms in at least 2, 3 and 4 rings (SSSR), 3- and 4-membered rings,
+    bridgehead and spiro atoms, and rings per heavy atom"""
+    mol = parse_smiles(smiles)
+    rings = mol.GetRingInfo()
+    memberships = [rings.NumAtomRings(a.GetIdx()) for a in mol.GetAtoms()]
+    sizes = [len(r) for r in rings.AtomRings()]
+    return (sum(m >= 2 for m in memberships), sum(m >= 3 for m in memberships), sum(m >= 4 for m in memberships),
+            sizes.count(3), sizes.count(4), rdMolDescriptors.CalcNumBridgeheadAtoms(mol),
+            rdMolDescriptors.CalcNumSpiroAtoms(mol), rings.NumRings() / max(mol.GetNumHeavyAtoms(), 1))
+
+
 class FeasibilityModel(BaseEstimator, ClassifierMixin):
     """Probability that QC computes a molecule (scikit-learn estimator on SMILES)
 
@@ -42,6 +63,7 @@ class FeasibilityModel(BaseEstimator, ClassifierMixin):
             family, not to every molecule that shares one common group)
         prior: Probability of success assumed before the first failure (no classifier is fit until there are
             successes and failures)
+        topology: Add the :func:`ring_topology` counts to the group counts
 
     Attributes:
         featurizer_: Group counts, fit on the training molecules
@@ -49,9 +71,10 @@ class FeasibilityModel(BaseEstimator, ClassifierMixin):
         base_rate_: Share of successes in training
     """
 
-    def __init__(self, C: float = 1.0, prior: float = 0.95):
+    def __init__(self, C: float = 1.0, prior: float = 0.95, topology: bool = True):
         self.C = C
         self.prior = prior
+        self.topology = topology
 
     def fit(self, X: Sequence[str], y: Sequence[bool]) -> 'FeasibilityModel':
         """Learn from computed molecules
@@ -73,7 +96,10 @@ class FeasibilityModel(BaseEstimator, ClassifierMixin):
         return self
 
     def _features(self, X: Sequence[str]) -> np.ndarray:
-        return np.log1p(self.featurizer_.transform(list(X)))
+        groups = np.log1p(self.featurizer_.transform(list(X)))
+        if not self.topology:
+            return groups
+        return np.hstack([groups, np.log1p(np.array([ring_topology(s) for s in X], dtype=float).reshape(len(X), -1))])
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         """Probabilities of failure and success
