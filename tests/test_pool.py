@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from moldesign.select.acquisition import acquisition_scores
-from moldesign.select.pool import CandidatePool
+from moldesign.select.pool import LIKELY_SUCCESS, CandidatePool
 from moldesign.select.ranking import Ranking, rank_candidates
 
 
@@ -239,8 +239,9 @@ def test_likely_qc_failures_come_after_every_other_candidate(policy):
     pool = CandidatePool(policy=policy, batch_size=8)
     pairs = [('cage1', -9.), ('A', -3.), ('cage2', -8.), ('B', -2.), ('C', -1.)]
     pool.apply_ranking(ranking(pairs, sources=['moldqn', 'moldqn', 'neighbours', 'neighbours', 'moldqn'],
-                               success=[0.2, 0.9, 0.4, 0.5, 0.99]))
-    # Best first and the sources alternating among the likely successes; then the likely failures, best first
+                               success=[0.2, 0.9, LIKELY_SUCCESS - 0.05, LIKELY_SUCCESS, 0.99]))
+    # Best first and the sources alternating among the likely successes (at least LIKELY_SUCCESS); then the likely
+    # failures, best first
     assert [c.smiles for c in drain(pool)] == ['A', 'B', 'C', 'cage1', 'cage2']
 
 
