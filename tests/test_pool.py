@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from moldesign.select.acquisition import acquisition_scores
-from moldesign.select.pool import LIKELY_SUCCESS, CandidatePool
-from moldesign.select.ranking import Ranking, rank_candidates
+from moldesign.select.pool import CandidatePool
+from moldesign.select.ranking import LIKELY_SUCCESS, Ranking, rank_candidates
 
 
 def ranking(pairs, sources=None, std=None, success=None) -> Ranking:
@@ -264,6 +264,26 @@ def test_screening_checks_until_enough_candidates_are_feasible():
     assert len(full.feasible) + len(full.infeasible) == min(20, len(full.smiles))
     enough = rank_candidates(training, {}, 'atomization_energy', expand={'CCCC': 1}, check_top=20, enough=3)
     assert len(enough.feasible) == 3 and enough.feasible == full.feasible[:3]
+
+
+def test_the_check_covers_the_candidates_the_queue_dispenses_first():
+    """Likely failures go last in the queue, so the embedding check skips them: the first molecules dispensed are
+    checked ones (an unchecked cage that cannot be embedded used to reach QC when a checked one was demoted)"""
+    training = [('CCO', -800.), ('CC', -700.), ('CCC', -950.), ('CCCC', -1200.), ('OCCO', -900.), ('CCCO', -1100.),
+                ('C1CC1', -900.), ('C1CCC1', -1150.)]
+    failures = ['C1C2CC3C1C23', 'C1C2C3C1C23', 'C12C3C4C1C5C2C3C45']
+    result = rank_candidates(training, {}, 'atomization_energy', expand={'C1CCC1': 2, 'CCCC': 1}, failures=failures,
+                             check_top=11)
+    success = dict(zip(result.smiles, result.success))
+    best = [result.smiles[i] for i in np.argsort(result.mean, kind='stable')[:11]]
+    demoted = [s for s in best if success[s] < LIKELY_SUCCESS]
+    assert demoted  # Among the 11 best predicted: a molecule the queue puts last
+    checked = result.feasible + result.infeasible
+    assert len(checked) == 11 and not set(demoted) & set(checked)
+    pool = CandidatePool()
+    pool.apply_ranking(result)
+    first = [c.smiles for c in drain(pool)][:len(result.feasible)]
+    assert set(first) == set(result.feasible)  # Every molecule dispensed first was checked
 
 
 def test_unranked_candidates_fill_a_dry_queue_only_with_the_fallback():

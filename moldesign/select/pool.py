@@ -13,9 +13,9 @@ A :class:`CandidatePool` (ExaMol's ``Selector``, here) owns the selection policy
   older batches as the fallback; each batch holds the best ``batch_size`` candidates of its screening.
   ``rerank``: every screening re-ranks the whole pool with the newest model and the ranked pool becomes the queue;
 - **likely failures last**: candidates the screening's feasibility classifier gives less than
-  :data:`LIKELY_SUCCESS` chance of QC success (strained cages that cannot be embedded or fall apart in the
-  relaxation) come after every other candidate of their batch, whatever their predicted value: QC is not spent
-  on them while likelier molecules are left;
+  :data:`~moldesign.select.ranking.LIKELY_SUCCESS` chance of QC success (strained cages that cannot be embedded
+  or fall apart in the relaxation) come after every other candidate of their batch, whatever their predicted
+  value: QC is not spent on them while likelier molecules are left;
 - **no dry queue**: when every ranked candidate is dispensed and the next screening has not come back, the newest
   unranked candidate (MolDQN's latest molecules, newest first) goes to QC rather than QC waiting for the screening
   (``unranked_fallback``; off in the batch baseline, which waits by design);
@@ -37,17 +37,13 @@ from typing import Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from moldesign.select.acquisition import acquisition_scores
-from moldesign.select.ranking import Ranking
+from moldesign.select.ranking import LIKELY_SUCCESS, Ranking
 
 logger = logging.getLogger(__name__)
 
 NEIGHBOR_DEPTH = (2, 2, 1, 1, 1, 1, 1, 1)
 """Candidates include the molecules two edits away from the 2 best molecules and one edit away from the next 6:
 random exploration rarely makes the two specific edits that improve a good molecule (cut an O, add a C)"""
-LIKELY_SUCCESS = 0.6
-"""Candidates with a lower probability of QC success (the feasibility classifier's) come last in their batch. Above
-0.5 on purpose: the classifier weighs failures and successes equally (``class_weight='balanced'``) while failures
-are the rarer class, and a QC failure costs an evaluation that finds nothing"""
 LANES = ('initial', 'verify', 'steered')
 
 

@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 
 STRAIN_TRAINING = 200
 """The strain limit is learned from at most this many of the latest successes and of the latest failures"""
+LIKELY_SUCCESS = 0.6
+"""Candidates with a lower probability of QC success (the feasibility classifier's) come last in their batch
+(:class:`~moldesign.select.pool.CandidatePool`), so the check skips them and checks the ones the queue dispenses
+first. Above 0.5 on purpose: the classifier weighs failures and successes equally (``class_weight='balanced'``)
+while failures are the rarer class, and a QC failure costs an evaluation that finds nothing"""
 
 
 @dataclass
@@ -69,7 +74,8 @@ def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[s
         failures: Molecules whose QC failed (the model learns which candidates are likely to fail)
         verified: (SMILES, verified minus search total atomization energy) of the molecules verified at a higher
             level (the model is corrected toward that level)
-        check_top: Try an RDKit embedding of this many of the best-predicted candidates (those not in ``checked``);
+        check_top: Try an RDKit embedding of this many of the best-predicted candidates (those not in ``checked``,
+            and not those below :data:`LIKELY_SUCCESS`, which the queue puts last);
             candidates met on the way that break Bredt's rule (:func:`~moldesign.chem.violates_bredt`) are
             infeasible without an embedding attempt, and so are those more strained than the limit learned from
             the failures so far (:class:`~moldesign.score.feasibility.StrainModel`; once there is a limit, the
@@ -113,6 +119,8 @@ def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[s
             if smiles[i] in known:  # Found embeddable before: only the strain limit (learned since) to check
                 if strain_limit is not None and not strain.predict([smiles[i]])[0]:
                     infeasible.append(smiles[i])
+                continue
+            if success is not None and success[i] < LIKELY_SUCCESS:  # Dispensed after the others: not checked now
                 continue
             if violates_bredt(smiles[i]):  # Milliseconds: does not count as a check
                 infeasible.append(smiles[i])
