@@ -20,6 +20,7 @@ import scale  # noqa: E402
 import search_efficiency  # noqa: E402
 import search_methods  # noqa: E402
 import utilization  # noqa: E402
+import verify_learning  # noqa: E402
 
 
 def test_quantile_counts_ties_and_floors_at_one_molecule():
@@ -43,6 +44,31 @@ def test_summarise_first_evaluation_reaching_the_best():
     # Conservative figures: a relaxed value moved up by 1 kcal/mol loses quantile
     c = search_efficiency.summarise(curve, list('abcde'), dist, shift=-1.)
     assert c['conservative_quantile'] > c['quantile'] and c['conservative_ratio'] < c['ratio']
+
+
+def test_verification_replay_learns_that_the_search_level_overbinds_oxygen():
+    """Six polyols that the search level overbinds by 120 kcal/mol per O rank above the truly best alkane: verified
+    in the search's order, the alkane comes 7th; learning from two verified polyols finds it 3rd"""
+    import pandas as pd
+    polyols = ['OCC(O)C(O)C(O)CO', 'OCC(O)C(O)CO', 'OCC(O)CCO', 'OCC(O)CO', 'OCCCCO', 'OCCCO']
+    true = [-1350., -1300., -1150., -1100., -1250., -1050.]
+    n_o = [5, 4, 3, 3, 2, 2]
+    pool = pd.DataFrame({'smiles': polyols + ['CCCCCC', 'CCCC'], 'n_atoms': [1] * 8,
+                         'verified': true + [-1420., -1200.],
+                         'search': [t - 120. * n for t, n in zip(true, n_o)] + [-1420., -1200.]})
+    pool = pool.sort_values('search').reset_index(drop=True)
+    assert pool['search'].idxmin() != pool['verified'].idxmin()
+
+    def verify(i):
+        return float(pool['verified'][i])
+
+    rng = np.random.default_rng(0)
+    order = {s: [pool['smiles'][i] for i, _ in verify_learning.replay(pool, s, 8, 'atomization_energy', rng, verify)]
+             for s in ('search', 'estimate', 'alternate')}
+    assert order['search'].index('CCCCCC') == 5
+    assert order['estimate'].index('CCCCCC') == 2
+    assert order['alternate'].index('CCCCCC') == 3
+    assert sorted(order['estimate']) == sorted(pool['smiles'])  # Each molecule verified once
 
 
 def test_summarise_all_failed():

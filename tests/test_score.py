@@ -143,6 +143,18 @@ def test_feasibility_model_learns_a_failing_family():
     assert list(prior.predict_proba(['C1C2CC3C1C23'])[:, 1]) == [0.9]
 
 
+def test_estimate_verified_adds_the_learned_difference_and_divides_per_atom():
+    from moldesign.score import estimate_verified, train_steering_model
+    training = [('CCO', -800.), ('CC', -700.), ('CCC', -950.), ('CCCC', -1200.), ('OCCO', -900.)]
+    delta = train_steering_model(training, verified=[('CCO', 50.), ('OCCO', 100.), ('CC', 0.)]).delta
+    smiles, search = ['OCCCO', 'CCCC'], [-1100., -1200.]
+    total = estimate_verified(delta, smiles, search)
+    np.testing.assert_allclose(total, np.asarray(search) + delta.predict(smiles))
+    assert total[0] - search[0] > total[1] - search[1] + 20  # The O-rich molecule carries the correction
+    per_atom = estimate_verified(delta, smiles, search, 'atomization_energy_per_atom')
+    np.testing.assert_allclose(per_atom, total / np.array([count_atoms(s) for s in smiles]))
+
+
 def test_steering_model_corrects_toward_verification_and_penalises_failures():
     from moldesign.score import train_steering_model
     training = [('CCO', -800.), ('CC', -700.), ('CCC', -950.), ('CCCC', -1200.), ('OCCO', -900.)]

@@ -148,6 +148,25 @@ MIN_VERIFIED = 2
 """Verified molecules needed before the search corrects its model toward the verification level"""
 
 
+def estimate_verified(delta: Pipeline, smiles: Sequence[str], search_energies: Sequence[float],
+                      objective: str = 'atomization_energy') -> np.ndarray:
+    """The objective of molecules at the verification level, estimated from their search-level values
+
+    Args:
+        delta: Fitted model of (verified - search) total atomization energy (:func:`train_steering_model`)
+        smiles: Molecules computed at the search level
+        search_energies: Their total atomization energies at the search level (kcal/mol)
+        objective: One of :data:`OBJECTIVES`
+    Returns:
+        Estimated objective at the verification level (kcal/mol, or kcal/mol per atom)
+    """
+    smiles = list(smiles)
+    estimate = np.asarray(search_energies, dtype=float) + np.asarray(delta.predict(smiles), dtype=float)
+    if objective == 'atomization_energy_per_atom':
+        estimate = estimate / np.array([count_atoms(s) for s in smiles], dtype=float)
+    return estimate
+
+
 def train_steering_model(training: Sequence[Tuple[str, float]], failures: Sequence[str] = (),
                          verified: Sequence[Tuple[str, float]] = (), penalty_scale: float = 2.) -> SteeringModel:
     """Fit everything the search learns from its results

@@ -37,13 +37,12 @@ import math
 import time
 from typing import Any, Dict, FrozenSet, Optional, Set, Tuple
 
-import numpy as np
 
 from colmena.exceptions import TimeoutException
 from colmena.models import Result
 from colmena.thinker import agent
 
-from moldesign.chem import count_atoms
+from moldesign.score import estimate_verified
 from moldesign.select.pool import NEIGHBOR_DEPTH
 from moldesign.select.ranking import rank_candidates
 from moldesign.steer.records import failure_message, task_record
@@ -323,9 +322,7 @@ class GeneratorAgent:
         if not unverified:
             return
         smiles = [s for s, _ in unverified]
-        estimate = np.array([e for _, e in unverified]) + np.asarray(model.delta.predict(smiles), dtype=float)
-        if self.params.objective == 'atomization_energy_per_atom':
-            estimate = estimate / np.array([count_atoms(s) for s in smiles], dtype=float)
+        estimate = estimate_verified(model.delta, smiles, [e for _, e in unverified], self.params.objective)
         best = sorted(verified + list(zip(estimate.tolist(), smiles)))[:self.params.verify_top]
         candidates = set(smiles)
         self.estimated_top = frozenset(s for _, s in best if s in candidates)
