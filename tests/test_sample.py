@@ -194,26 +194,6 @@ def test_generate_and_learn(model, env):
     assert cand_scores.min() < walk_scores.min()
 
 
-def test_a_prepared_network_changes_nothing_but_the_time(model, monkeypatch):
-    """The warm-up's network (built and compiled in the background, one update on zeros) leaves no trace in what the
-    next MolDQN call learns: the same molecules and weights as with a network built by the call itself"""
-    from moldesign.sample import agent as agent_module
-    runs = []
-    for prepare in (False, True):
-        monkeypatch.setattr(agent_module, '_KERAS_CACHE', {})
-        agent = DQNAgent(seed=0, epsilon_decay=0.9)
-        if prepare:
-            thread = agent.prepare()
-            thread.join(timeout=300)
-            assert not thread.is_alive() and len(agent_module._KERAS_CACHE) == 1
-        molecules, agent = generate_molecules(agent, model, 12, seed=0)
-        assert agent.train_steps > 0
-        runs.append((molecules, agent.weights))
-    assert runs[0][0] == runs[1][0]
-    for a, b in zip(runs[0][1], runs[1][1]):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-
-
 def test_reproducible_and_init_smiles(model):
     runs = []
     for _ in range(2):  # The second agent reuses the Keras network built for the first one

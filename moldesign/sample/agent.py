@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import threading
 from collections import deque
 from typing import Deque, List, Optional, Sequence, Tuple
 
@@ -33,8 +32,6 @@ _KERAS_CACHE: dict = {}
 """Keras networks already built and traced in this process, by architecture: a worker reuses them
 across generator calls (building and tracing costs about a second); each agent loads its own
 weights and starts with a fresh optimiser state"""
-_KERAS_LOCK = threading.Lock()
-"""One build per architecture and process, also when a warm-up thread builds it (:meth:`DQNAgent.prepare`)"""
 
 
 def _limit_tensorflow_threads(tf) -> None:
@@ -240,45 +237,14 @@ class DQNAgent:
     def _build_keras(self):
         """Get a Keras network of this architecture (cached per process) with a fresh optimiser"""
         key = (self.hidden_layers, self.learning_rate)
-        with _KERAS_LOCK:
-            entry = _KERAS_CACHE.get(key)
-            if entry is None:
-                entry = _KERAS_CACHE[key] = self._new_keras()
-            else:
-                for variable, value in zip(entry['optimizer'].variables, entry['initial_optimizer_state']):
-                    variable.assign(value)  # Fresh moments and step count (the learning rate is a variable too)
-            entry['loaded'] = None
+        entry = _KERAS_CACHE.get(key)
+        if entry is None:
+            entry = _KERAS_CACHE[key] = self._new_keras()
+        else:
+            for variable, value in zip(entry['optimizer'].variables, entry['initial_optimizer_state']):
+                variable.assign(value)  # Fresh moments and step count (the learning rate is a variable too)
+        entry['loaded'] = None
         self._keras = entry
-
-    def prepare(self) -> threading.Thread:
-        """Build, trace and compile this architecture's network in this process, in a background thread
-
-        The first MolDQN call of a fresh worker otherwise pays for it: importing TensorFlow, building the network
-        and compiling its update (20 s on a busy 2-core machine, against 2-3 s for the calls after it). A warm-up
-        task starts it and returns; the worker takes other tasks meanwhile, and a MolDQN call that starts before
-        it is done waits for it (:data:`_KERAS_LOCK`).
-
-        Returns:
-            The thread (a daemon)
-        """
-        def _prepare():
-            try:
-                key = (self.hidden_layers, self.learning_rate)
-                with _KERAS_LOCK:
-                    if key in _KERAS_CACHE:
-                        return
-                    entry = _KERAS_CACHE[key] = self._new_keras()
-                    # One update on zeros compiles it (XLA, per batch shape); the next agent resets the optimiser
-                    # (:meth:`_build_keras`) and loads its own weights
-                    x = np.zeros((self.batch_size, FINGERPRINT_LENGTH + 1), dtype=np.float32)
-                    entry['train_fn'](x, np.zeros(self.batch_size, dtype=np.float32))
-                    entry['loaded'] = None
-            except Exception as exc:  # The MolDQN call will build it (and report what fails) itself
-                logger.warning(f'Preparing the MolDQN network failed: {type(exc).__name__}: {exc}')
-
-        thread = threading.Thread(target=_prepare, name='moldqn-prepare', daemon=True)
-        thread.start()
-        return thread
 
     def _new_keras(self) -> dict:
         import tensorflow as tf  # Lazy: only on the worker that trains

@@ -138,25 +138,24 @@ def rank_candidates(training: Sequence[Tuple[str, float]], candidates: Mapping[s
                    infeasible=infeasible, timings=timings, strain_limit=strain_limit)
 
 
-def warm_up(agent: Any = None) -> Dict[str, Any]:
+def warm_up(agent: Any = None) -> Dict[str, float]:
     """Load what the ML tasks need into a fresh worker (run once per ML worker while the first QC results come in)
 
     Importing RDKit, scikit-learn and TensorFlow and building the MolDQN network take seconds on a fresh
-    worker; done here, they no longer delay the first screening and the first MolDQN call. The screening's part is
-    done before the task returns (the first screening waits for it); MolDQN's network is built in the background
-    (:meth:`~moldesign.sample.agent.DQNAgent.prepare`: 12 s on a busy 2-core machine), while the worker screens.
+    worker; done here, they no longer delay the first screening and the first MolDQN call.
 
     Args:
-        agent: The MolDQN agent whose network to prepare (None: screening only)
+        agent: The MolDQN agent whose network to build (None: screening only)
     Returns:
-        Seconds spent on the screening's part (``screening``); ``moldqn``: whether the network is being prepared
+        Seconds spent: ``screening`` (a tiny model fit and prediction), ``moldqn`` (the network)
     """
-    timings: Dict[str, Any] = {}
+    timings = {}
     start = time.perf_counter()
     rank_candidates([('C', -400.), ('CC', -700.), ('CCO', -800.)], {'CCC': 'warm-up'}, 'atomization_energy',
                     expand={'CC': 1})
     timings['screening'] = time.perf_counter() - start
     if agent is not None:
-        agent.prepare()
-        timings['moldqn'] = 'preparing in the background'
+        start = time.perf_counter()
+        agent._build_keras()
+        timings['moldqn'] = time.perf_counter() - start
     return timings

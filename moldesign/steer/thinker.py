@@ -168,10 +168,8 @@ class MoleculeDesignThinker(GeneratorAgent, BaseThinker):
         """Reference energies, initial population, then every QC result until the campaign is done"""
         try:
             if self.params.interleave:  # Fresh ML workers load the screening's libraries while QC starts
-                moldqn = 'moldqn' in self.params.sources and self.agent_state is not None
-                agent = (self.agent_state,) if moldqn else ()  # and build MolDQN's network in the background
                 for _ in range(self.params.ml_workers):
-                    self.queues.send_inputs(*agent, method='warm_up', topic='ML', keep_inputs=False)
+                    self.queues.send_inputs(method='warm_up', topic='ML', keep_inputs=False)
             if self._compute_reference_energies():
                 self.pool.add_initial(self.initial_smiles)
                 self.ready.set()
