@@ -227,8 +227,10 @@ class GeneratorAgent:
         elapsed = time.perf_counter() - start
         self._rank_seconds = elapsed if self._rank_seconds is None else 0.5 * (self._rank_seconds + elapsed)
         self.model = ranking.model  # MolDQN may start with it
-        logger.info(f'Batch ranked by the thinker while the first screening runs: {len(queued)} neighbours of '
-                    f'{", ".join(todo)} in {elapsed:.2f} s')
+        what = (f'neighbours of {", ".join(todo)}' if todo else
+                f'of {len(candidates)} candidates left in the pool (every best molecule expanded)')
+        logger.info(f'Batch ranked by the thinker while the first screening runs: {len(queued)} {what} '
+                    f'in {elapsed:.2f} s')
 
     def _bootstrap_ahead(self) -> int:
         """Molecules QC computes while the thinker ranks a batch (from the measured times of both): the next batch
