@@ -12,8 +12,15 @@ verification level is DFT, whose calculations are too slow on this machine for a
 - verification level: QM9's own B3LYP/6-31G(2df,p) electronic atomization energies (U0 minus ZPVE, minus QM9's
   atom references), the yardstick of ``verified_search.py``.
 
-Per seed, a pool of ``--pool`` molecules drawn from the sample stands for what a long search has computed; then
-``--verifications`` molecules are verified one at a time, each strategy choosing the next:
+Two kinds of pool stand for what a search has computed:
+
+- QM9 (default): per seed, ``--pool`` molecules drawn from the sample; the verification level is known for all;
+- ``--runs DIR ...``: the successfully computed molecules of kept runs (``search_efficiency.py --keep-runs``), with
+  their GFN2-xTB values and relaxed geometries; a molecule a strategy picks is verified with ``--verify-qc`` (the
+  application's QC task; default B3LYP/6-31G* on the GFN2 geometry, the runs' ``auto`` level) and cached in the
+  bench cache directory, so strategies and re-runs share the calculations.
+
+Then ``--verifications`` molecules are verified one at a time, each strategy choosing the next:
 
 - ``search``: the best unverified molecule by the search level (``--no-verify-learning``: the top K, in order);
 - ``estimate``: the first :data:`~moldesign.score.model.MIN_VERIFIED` as ``search``; then the unverified molecule
@@ -21,18 +28,18 @@ Per seed, a pool of ``--pool`` molecules drawn from the sample stands for what a
   level (the application's rule, ``_verify_estimated_best``);
 - ``alternate``: ``search`` and ``estimate`` in turn (a run with learning verifies both the search's entrants and the
   estimated best);
-- ``random``: a random unverified molecule (the floor).
+- ``random``: a random unverified molecule (the floor; not in runs mode, where each pick costs a DFT calculation).
 
-Per strategy, median over the seeds: the best verified value after v verifications, the rank of that molecule in
-its pool at the verification level, and how many verifications it took to verify one of the pool's ten best.
-What it does not replay: the search's own pool (a run's best GFN2 molecules are strained cages outside QM9, which
-GFN2 overbinds more than anything in QM9), and the search moving toward what the corrected model rewards.
+Per strategy, median over the pools: the best verified value after v verifications, and how many verifications it
+took to verify the best molecule any strategy verified in that pool. What it does not replay: the search moving
+toward what the corrected model rewards (a run learns while it searches; here the pool is fixed).
 
-    python bench/verify_learning.py                  # 10 seeds, pool 2,000, 30 verifications (~3 min)
-    python bench/verify_learning.py --objective atomization_energy
+    python bench/verify_learning.py                  # 10 QM9 pools of 2,000, 30 verifications (10 s)
+    python bench/verify_learning.py --runs /tmp/pa --workers 2      # a per-atom search's molecules (20 min)
 
-Writes ``bench/results/verify_learning.json``. The LAST line gives, per strategy, the median best verified value
-after 10 and 30 verifications and the median number of verifications to reach the pool's top 10.
+Writes ``bench/results/verify_learning.json`` (runs mode: ``verify_learning_runs.json``). The LAST line gives, per
+strategy, the median best verified value after 3 and after the last verification, and the median number of
+verifications to the pool's best.
 """
 from __future__ import annotations
 
@@ -219,10 +226,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--verify-qc', default='pyscf/b3lyp/6-31g*//xtb', help='Runs mode: verification level')
     parser.add_argument('--workers', type=int, default=1, help='Runs mode: runs replayed in parallel')
     parser.add_argument('--verifications', type=int, default=None, help='Molecules verified per pool (30; runs: 10)')
+    parser.add_argument('--results-dir', type=Path, default=common.RESULTS_DIR, help='Where the JSON goes')
     parser.add_argument('--strategies', nargs='+', choices=STRATEGIES, default=None,
                         help='Default: all (runs mode: all but random, whose picks would each cost a DFT calculation)')
     args = parser.parse_args(argv)
     common.use_this_checkout()
+    from moldesign.store import dump_json
     runs_mode = args.runs is not None
     args.verifications = args.verifications or (10 if runs_mode else 30)
     args.strategies = args.strategies or [s for s in STRATEGIES if not (runs_mode and s == 'random')]
@@ -270,11 +279,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                              'reached': len(reached), 'pools': len(results)}
         print(f'{strategy:<10s} ' + ' '.join(f'{medians[v]:>8.2f}' for v in marks) +
               f'  {median_to_best:>5.0f} ({len(reached)}/{len(results)})')
-    path = common.write_results('verify_learning' + ('_runs' if runs_mode else ''), {
+    path = args.results_dir / ('verify_learning' + ('_runs' if runs_mode else '') + '.json')
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    dump_json({
         'machine': common.machine_info(), 'objective': args.objective, 'mode': 'runs' if runs_mode else 'qm9',
         'verify_qc': args.verify_qc if runs_mode else 'QM9 B3LYP/6-31G(2df,p) electronic',
         'verifications': args.verifications, 'pools': [n for n, _, _ in cases],
-        'results': results, 'summary': summary, 'seconds': time.perf_counter() - start})
+        'results': results, 'summary': summary, 'seconds': time.perf_counter() - start}, path)
     print(f'Results: {path} ({time.perf_counter() - start:.0f} s)')
     last = args.verifications
     few = min(3, last)

@@ -233,6 +233,32 @@ def test_search_efficiency_quick(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_verify_learning_on_qm9_pools(tmp_path):
+    lines = _run('verify_learning.py', '--qm9-sample', '300', '--seeds', '1', '2', '--pool', '150',
+                 '--verifications', '6', '--results-dir', str(tmp_path), timeout=280)
+    assert lines[-1].startswith('verification learning: search best after 3 ')
+    data = json.loads((tmp_path / 'verify_learning.json').read_text())
+    assert data['mode'] == 'qm9' and len(data['results']) == 2
+    for pool in data['results']:
+        assert set(pool) == {'search', 'estimate', 'alternate', 'random'}
+        for strategy in pool.values():
+            assert len(strategy['verified']) == len(set(strategy['verified'])) == 6
+            assert strategy['best'] == sorted(strategy['best'], reverse=True)  # Best so far: never worse
+        # The first verification of the search order is the search level's best of the pool
+        assert pool['search']['search'][0] == min(pool['search']['search'])
+
+
+def test_verifier_caches_the_verification_level(tmp_path):
+    cache = tmp_path / 'verify.json'
+    first = verify_learning.Verifier('xtb', cache)
+    value = first('CCO')
+    assert value < -500 and first.computed == 1 and json.loads(cache.read_text()) == {'CCO': value}
+    again = verify_learning.Verifier('xtb', cache)
+    assert again('CCO') == value and again.computed == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_utilization_quick(tmp_path):
     lines = _run('utilization.py', '--quick', '--results-dir', str(tmp_path), timeout=280)
     assert lines[-1].startswith('utilization ratio (interleaved / baseline): ')
