@@ -37,7 +37,6 @@ import math
 import time
 from typing import Any, Dict, FrozenSet, Optional, Set, Tuple
 
-
 from colmena.exceptions import TimeoutException
 from colmena.models import Result
 from colmena.thinker import agent
