@@ -48,7 +48,7 @@ def test_summarise_first_evaluation_reaching_the_best():
 
 def test_verification_replay_learns_that_the_search_level_overbinds_oxygen():
     """Six polyols that the search level overbinds by 120 kcal/mol per O rank above the truly best alkane: verified
-    in the search's order, the alkane comes 7th; learning from two verified polyols finds it 3rd"""
+    in the search's order, the alkane comes 6th; learning from two verified polyols finds it 3rd"""
     import pandas as pd
     polyols = ['OCC(O)C(O)C(O)CO', 'OCC(O)C(O)CO', 'OCC(O)CCO', 'OCC(O)CO', 'OCCCCO', 'OCCCO']
     true = [-1350., -1300., -1150., -1100., -1250., -1050.]
