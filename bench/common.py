@@ -50,10 +50,11 @@ def bench_cache_dir() -> Path:
     return cache_dir() / 'bench'
 
 
-def reference_energies() -> Dict[str, float]:
-    """GFN2-xTB energies of the isolated atoms (Hartree), as the application computes them"""
+def reference_energies(spec_name: str = 'xtb') -> Dict[str, float]:
+    """Energies of the isolated atoms (Hartree) at a QC specification (default GFN2-xTB), as the application
+    computes them"""
     from moldesign.simulate import compute_reference_energy, get_spec
-    spec = get_spec('xtb')
+    spec = get_spec(spec_name)
     return {e: compute_reference_energy(e, spec) for e in ('H', 'C', 'N', 'O', 'F')}
 
 

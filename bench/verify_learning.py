@@ -60,6 +60,11 @@ import pandas as pd  # noqa: E402
 STRATEGIES = ('search', 'estimate', 'alternate', 'random')
 
 
+def per_objective(pool: pd.DataFrame, objective: str):
+    """What divides a total atomization energy of the pool into the objective (atom counts, or 1)"""
+    return pool['n_atoms'].to_numpy(float) if objective == 'atomization_energy_per_atom' else 1.
+
+
 def load_levels(n: int, seed: int) -> pd.DataFrame:
     """The QM9 sample with both levels: GFN2-xTB (search) and QM9's B3LYP electronic values (verification)
 
@@ -99,15 +104,16 @@ class Verifier:
     """
 
     def __init__(self, spec_name: str, cache: Path):
-        from moldesign.simulate import compute_reference_energy, get_spec
+        from moldesign.simulate import get_spec
         self.spec = get_spec(spec_name)
         self.cache = cache
         self.values: Dict[str, Optional[float]] = json.loads(cache.read_text()) if cache.is_file() else {}
-        self.refs = {e: compute_reference_energy(e, self.spec) for e in 'HCNOF'}
+        self.refs = common.reference_energies(spec_name)
         self.computed = 0
 
     def __call__(self, smiles: str, xyz: Optional[str] = None) -> Optional[float]:
         from moldesign.simulate import QCFailure, compute_atomization_energy
+        from moldesign.store import dump_json
         if smiles not in self.values:
             try:
                 value = compute_atomization_energy(smiles, self.spec, self.refs, xyz=xyz).atomization_energy
@@ -116,9 +122,7 @@ class Verifier:
                 value = None
             self.values[smiles] = value
             self.computed += 1
-            tmp = self.cache.with_suffix('.tmp')
-            tmp.write_text(json.dumps(self.values))
-            tmp.replace(self.cache)
+            dump_json(self.values, self.cache)
         return self.values[smiles]
 
 
@@ -140,8 +144,7 @@ def replay(pool: pd.DataFrame, strategy: str, n_verify: int, objective: str, rng
     from moldesign.score.model import MIN_VERIFIED
     from moldesign.steer.generator import ESTIMATE_POOL
 
-    scale = pool['n_atoms'].to_numpy(float) if objective == 'atomization_energy_per_atom' else 1.
-    search = pool['search'].to_numpy() / scale
+    search = pool['search'].to_numpy() / per_objective(pool, objective)
     by_search = list(np.argsort(search, kind='stable'))
     smiles, energies = pool['smiles'].tolist(), pool['search'].to_numpy()
     chosen: List[Tuple[int, Optional[float]]] = []
@@ -163,10 +166,10 @@ def replay(pool: pd.DataFrame, strategy: str, n_verify: int, objective: str, rng
     return chosen
 
 
-def _qm9_cases(args) -> Tuple[List[Tuple[str, pd.DataFrame, Callable[[pd.DataFrame], Callable]]], str]:
-    """Pools drawn from the QM9 sample, verified by lookup of QM9's values"""
+def _qm9_cases(args) -> Tuple[List[Tuple[str, pd.DataFrame, None]], str]:
+    """Pools drawn from the QM9 sample, verified by lookup of QM9's values (no cache: the third item is None)"""
     levels = load_levels(args.qm9_sample, 0)
-    scale = levels['n_atoms'].to_numpy(float) if args.objective == 'atomization_energy_per_atom' else 1.
+    scale = per_objective(levels, args.objective)
     both = pd.DataFrame({'search': levels['search'] / scale, 'verified': levels['verified'] / scale})
     header = (f'{len(levels):,} QM9 molecules, {args.objective}: Spearman between GFN2-xTB and QM9\'s B3LYP '
               f'{both.corr(method="spearman").iloc[0, 1]:.3f}; pools of {args.pool}')
@@ -192,7 +195,7 @@ def run_case(name: str, pool: pd.DataFrame, args, cache: Optional[Path]) -> Dict
     Returns:
         Per strategy: the verified molecules, their values and the best so far (objective units)
     """
-    per_atom = args.objective == 'atomization_energy_per_atom'
+    scale = np.broadcast_to(per_objective(pool, args.objective), len(pool))
     if cache is None:  # QM9 mode: the verification level is known for every molecule
         def verify(i: int) -> Optional[float]:
             return float(pool['verified'][i])
@@ -204,11 +207,10 @@ def run_case(name: str, pool: pd.DataFrame, args, cache: Optional[Path]) -> Dict
     out = {}
     for strategy in args.strategies:
         chosen = replay(pool, strategy, args.verifications, args.objective, np.random.default_rng(0), verify)
-        values = [None if v is None else v / (pool['n_atoms'][i] if per_atom else 1.) for i, v in chosen]
+        values = [None if v is None else float(v / scale[i]) for i, v in chosen]
         best = np.minimum.accumulate([np.inf if v is None else v for v in values]).tolist()
         out[strategy] = {'verified': [pool['smiles'][i] for i, _ in chosen], 'values': values, 'best': best,
-                         'search': [float(pool['search'][i] / (pool['n_atoms'][i] if per_atom else 1.))
-                                    for i, _ in chosen]}
+                         'search': [float(pool['search'][i] / scale[i]) for i, _ in chosen]}
     line = '  '.join(f'{s} {r["best"][-1]:.1f}' for s, r in out.items())
     print(f'  {name}: {len(pool)} molecules; best verified after {args.verifications}: {line}', flush=True)
     return out
